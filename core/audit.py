@@ -1,0 +1,74 @@
+"""Hash-chained audit log of operator, credential and key events.
+
+Each entry's ``hash`` is SHA-256 over the RFC 8785 canonical JSON of its content and the previous
+entry's hash, so editing or deleting any entry breaks every later link (``verify_chain``).
+Bulk catalog writes are not audited here: they go to the outbox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import rfc8785
+from django.db import transaction
+from django.utils import timezone
+
+from . import sequences
+from .models import AuditEntry
+
+SEQUENCE = "audit"
+GENESIS_HASH = "0" * 64
+
+
+def _entry_hash(*, seq: int, at: str, actor: str, action: str, target_type: str, target_key: str,
+                data: dict[str, Any], prev_hash: str) -> str:
+    content = {
+        "seq": seq, "at": at, "actor": actor, "action": action, "target_type": target_type,
+        "target_key": target_key, "data": data, "prev_hash": prev_hash,
+    }
+    return hashlib.sha256(rfc8785.dumps(content)).hexdigest()
+
+
+def _timestamp(value) -> str:
+    return value.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def record(*, actor: str, action: str, target_type: str = "", target_key: str = "",
+           data: dict[str, Any] | None = None) -> AuditEntry:
+    """Append one event. Joins the caller's transaction so the event commits with the change."""
+    data = data or {}
+    with transaction.atomic():
+        seq = sequences.take(SEQUENCE)  # row lock: entries are chained in commit order
+        prev = AuditEntry.objects.filter(seq=seq - 1).values_list("hash", flat=True).first()
+        prev_hash = prev or GENESIS_HASH
+        at = timezone.now()
+        entry_hash = _entry_hash(seq=seq, at=_timestamp(at), actor=actor, action=action,
+                                 target_type=target_type, target_key=target_key, data=data,
+                                 prev_hash=prev_hash)
+        return AuditEntry.objects.create(seq=seq, at=at, actor=actor, action=action,
+                                         target_type=target_type, target_key=target_key, data=data,
+                                         prev_hash=prev_hash, hash=entry_hash)
+
+
+def verify_chain() -> int | None:
+    """Return the ``seq`` of the first entry whose link or content is wrong, or None if intact."""
+    expected_prev = GENESIS_HASH
+    expected_seq = 1
+    for entry in AuditEntry.objects.order_by("seq").iterator(chunk_size=2000):
+        recomputed = _entry_hash(seq=entry.seq, at=_timestamp(entry.at), actor=entry.actor,
+                                 action=entry.action, target_type=entry.target_type,
+                                 target_key=entry.target_key, data=entry.data, prev_hash=entry.prev_hash)
+        if entry.seq != expected_seq or entry.prev_hash != expected_prev or recomputed != entry.hash:
+            return entry.seq
+        expected_prev = entry.hash
+        expected_seq += 1
+    return None
+
+
+def actor_of(user) -> str:
+    """How an acting person or machine is named in the log."""
+    if user is None:
+        return "system"
+    username = getattr(user, "get_username", None)
+    return f"user:{username()}" if username else str(user)

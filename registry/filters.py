@@ -1,0 +1,115 @@
+"""The one FilterSet for resources: the discovery API and the catalog pages both use it (CONTRACT §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import django_filters
+from django import forms
+from django.db.models import QuerySet
+
+from core.errors import ApplicationError
+from core.pagination import Key, Ordering
+
+from . import error_codes, identifiers, reference, selectors
+from .models import Resource, Source
+
+_TIE = Key("ucri")
+ORDERINGS: dict[str, Ordering] = {
+    "ucri": Ordering("ucri", (_TIE,)),
+    "price": Ordering("price", (Key("price_per_hour"), _TIE)),
+    "-fp16_tflops": Ordering("-fp16_tflops", (Key("fp16_tflops", descending=True, nullable=True), _TIE)),
+    "pue": Ordering("pue", (Key("pue"), _TIE)),
+    "-green_ratio": Ordering("-green_ratio", (Key("green_ratio", descending=True), _TIE)),
+    "updated_at": Ordering("updated_at", (Key("updated_at"), _TIE)),
+}
+PAGINATION_PARAMETERS = frozenset({"cursor", "limit"})
+
+
+class PrefixField(forms.CharField):
+    def to_python(self, value):
+        value = super().to_python(value)
+        if not value:
+            return value
+        try:
+            return identifiers.normalize_prefix(value)
+        except identifiers.UCRIError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+
+class PrefixFilter(django_filters.CharFilter):
+    field_class = PrefixField
+
+
+class ResourceFilterSet(django_filters.FilterSet):
+    kind = django_filters.ChoiceFilter(choices=Resource.Kind.choices)
+    accelerator = django_filters.ChoiceFilter(choices=Resource.Accelerator.choices)
+    min_fp64_tflops = django_filters.NumberFilter(field_name="fp64_tflops", lookup_expr="gte", min_value=0)
+    min_fp16_tflops = django_filters.NumberFilter(field_name="fp16_tflops", lookup_expr="gte", min_value=0)
+    min_memory_gb = django_filters.NumberFilter(field_name="memory_gb", lookup_expr="gte", min_value=0)
+    hub = django_filters.ChoiceFilter(choices=lambda: [(h, h) for h in reference.hubs()])
+    province = django_filters.ChoiceFilter(choices=lambda: [(p, p) for p in reference.provinces()])
+    provider = PrefixFilter(field_name="provider__prefix")
+    prefix = PrefixFilter(method="filter_prefix")
+    status = django_filters.ChoiceFilter(choices=Resource.Status.choices)
+    max_price = django_filters.NumberFilter(field_name="price_per_hour", lookup_expr="lte", min_value=0)
+    price_unit = django_filters.ChoiceFilter(choices=Resource.PriceUnit.choices)
+    max_pue = django_filters.NumberFilter(field_name="pue", lookup_expr="lte", min_value=0)
+    min_green_ratio = django_filters.NumberFilter(field_name="green_ratio", lookup_expr="gte", min_value=0)
+    source = django_filters.ChoiceFilter(choices=Source.choices)
+    include_downtime = django_filters.BooleanFilter(method="filter_noop")
+    order = django_filters.ChoiceFilter(choices=[(name, name) for name in ORDERINGS], method="filter_noop")
+
+    class Meta:
+        model = Resource
+        fields: list[str] = []
+
+    def filter_prefix(self, queryset: QuerySet[Resource], name: str, value: str) -> QuerySet[Resource]:
+        return selectors.under_prefix(queryset, value) if value else queryset
+
+    def filter_noop(self, queryset, name, value):
+        # ``include_downtime`` and ``order`` shape the base queryset and the pagination, not a WHERE.
+        return queryset
+
+
+FILTER_PARAMETERS = frozenset(ResourceFilterSet.base_filters)
+DISCOVERY_PARAMETERS = FILTER_PARAMETERS | PAGINATION_PARAMETERS
+
+
+def _single_values(params: Mapping, allowed: frozenset[str]) -> dict[str, str]:
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ApplicationError(error_codes.UNKNOWN_PARAMETER, f"unknown query parameter(s): {', '.join(unknown)}",
+                               status=400, extra={"parameters": unknown})
+    values: dict[str, str] = {}
+    for name in params:
+        given = params.getlist(name) if hasattr(params, "getlist") else [params[name]]
+        if len(given) != 1 or not str(given[0]).strip():
+            raise ApplicationError(error_codes.INVALID_FILTER, f"{name} takes exactly one non-empty value",
+                                   status=400, extra={"parameter": name})
+        values[name] = str(given[0]).strip()
+    return values
+
+
+def discover(params: Mapping) -> tuple[QuerySet[Resource], Ordering, dict[str, str]]:
+    """Validate discovery parameters and build the filtered queryset and its order.
+
+    Defaults (CONTRACT §4): ``status=active``, resources in an ongoing downtime left out, order by ucri.
+    """
+    values = _single_values(params, DISCOVERY_PARAMETERS)
+    filter_values = {k: v for k, v in values.items() if k in FILTER_PARAMETERS}
+    filter_values.setdefault("status", Resource.Status.ACTIVE)
+    filterset = ResourceFilterSet(filter_values, queryset=Resource.objects.none())
+    if not filterset.is_valid():
+        errors = {field: [str(m) for m in messages] for field, messages in filterset.errors.items()}
+        raise ApplicationError(error_codes.INVALID_FILTER, "invalid filter value(s): " + ", ".join(sorted(errors)),
+                               status=400, extra={"errors": errors})
+    cleaned = filterset.form.cleaned_data
+    order_name = cleaned.get("order") or "ucri"
+    if (order_name == "price" or cleaned.get("max_price") is not None) and not cleaned.get("price_unit"):
+        raise ApplicationError(error_codes.PRICE_UNIT_REQUIRED,
+                               "prices compare only within one price_unit: add price_unit=card|core|node",
+                               status=400)
+    base = selectors.discovery_queryset(include_downtime=bool(cleaned.get("include_downtime")))
+    queryset = filterset.filter_queryset(base)
+    return queryset, ORDERINGS[order_name], values

@@ -1,0 +1,252 @@
+"""The catalog: platforms (nodes), delegated prefixes, providers, sites, resources and downtimes.
+
+Shaped in the GLUE 2.0 spirit (AdminDomain -> Provider, Location -> Site, ComputingService/Manager ->
+Resource, Downtime) with the compute network's specifics (UCRI, hub, PUE, green-power share, price).
+Writes go through ``registry.services``; models hold fields and invariants, not workflows.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from core.models import TimeStampedModel
+
+
+class Source(models.TextChoices):
+    LOCAL = "local"
+    MIRROR = "mirror"
+
+
+class Platform(TimeStampedModel):
+    """A node of the federation: this node (``is_self``) or one it knows of."""
+
+    class Role(models.TextChoices):
+        NATIONAL = "national"
+        MINISTERIAL = "ministerial"
+        PROVINCIAL = "provincial"
+        INDUSTRY = "industry"
+
+    entity_id = models.URLField(max_length=255, unique=True)
+    role = models.CharField(max_length=16, choices=Role.choices)
+    code = models.CharField(max_length=80, blank=True, help_text="Prefix without the leading 86.")
+    prefix = models.CharField(max_length=80, unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    is_self = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["is_self"], condition=Q(is_self=True), name="one_self_platform"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prefix} ({self.entity_id})"
+
+
+class Delegation(models.Model):
+    """A prefix handed out once, to a platform or to a provider, never both (CONTRACT §1)."""
+
+    class Kind(models.TextChoices):
+        PLATFORM = "platform"
+        PROVIDER = "provider"
+
+    prefix = models.CharField(max_length=80, primary_key=True)
+    parent = models.CharField(max_length=80)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    delegated_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix} -> {self.kind}"
+
+
+class Provider(TimeStampedModel):
+    """An approved compute provider (data centre, intelligent-computing or supercomputing centre)."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        SUSPENDED = "suspended"
+        REVOKED = "revoked"
+
+    prefix = models.CharField(max_length=80, unique=True, editable=False)
+    code = models.CharField(max_length=8, editable=False)
+    name = models.CharField("legal name", max_length=200)
+    uscc = models.CharField("unified social credit code", max_length=18)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    # Filled by the identity app once credentials exist; null before (CONTRACT §3).
+    credential_status = models.CharField(max_length=16, null=True, blank=True, editable=False)  # noqa: DJ001 - null means "no credential yet"
+    version = models.PositiveIntegerField(default=1, editable=False)
+    authority = models.CharField(max_length=255, editable=False)
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.LOCAL, editable=False)
+    synced_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["prefix"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix})"
+
+
+class ProviderMembership(models.Model):
+    """Binds a staff user to exactly one provider (CONTRACT §14)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="provider_membership")
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="memberships")
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.provider.prefix}"
+
+
+class Site(TimeStampedModel):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="sites")
+    name = models.CharField(max_length=200)
+    province = models.CharField(max_length=2, help_text="GB/T 2260 two-digit code")
+    hub = models.CharField(max_length=8, null=True, blank=True, editable=False)  # noqa: DJ001 - null: outside the hubs
+    pue = models.FloatField("PUE", validators=[MinValueValidator(1.0)])
+    wue = models.FloatField("WUE", null=True, blank=True, validators=[MinValueValidator(0.0)])
+    cue = models.FloatField("CUE", null=True, blank=True, validators=[MinValueValidator(0.0)])
+    green_ratio = models.FloatField(validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
+    rack_availability = models.FloatField(validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
+    version = models.PositiveIntegerField(default=1, editable=False)
+    authority = models.CharField(max_length=255, editable=False)
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.LOCAL, editable=False)
+    synced_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["provider__prefix", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "name"], name="site_name_unique_per_provider"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Resource(TimeStampedModel):
+    class Kind(models.TextChoices):
+        GENERAL = "general"
+        INTELLIGENT = "intelligent"
+        SUPER = "super"
+
+    class Accelerator(models.TextChoices):
+        CPU = "CPU"
+        GPU = "GPU"
+        NPU = "NPU"
+        FPGA = "FPGA"
+        ASIC = "ASIC"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        SUSPENDED = "suspended"
+        RETIRED = "retired"
+
+    class PriceUnit(models.TextChoices):
+        CARD = "card"
+        CORE = "core"
+        NODE = "node"
+
+    ucri = models.CharField("UCRI", max_length=120, unique=True, editable=False)
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="resources", editable=False)
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="resources")
+    local_id = models.CharField(max_length=128)
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    accelerator = models.CharField(max_length=8, choices=Accelerator.choices)
+    accelerator_model = models.CharField(max_length=120)
+    accelerator_count = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    node_count = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    fp64_tflops = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.0)])
+    fp32_tflops = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.0)])
+    fp16_tflops = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.0)])
+    int8_tops = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.0)])
+    memory_gb = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.0)])
+    storage_tb = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.0)])
+    price_per_hour = models.DecimalField(max_digits=14, decimal_places=4, validators=[MinValueValidator(0)])
+    price_unit = models.CharField(max_length=8, choices=PriceUnit.choices)
+    price_per_million_tokens = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True,
+                                                   validators=[MinValueValidator(0)])
+    endpoints = models.JSONField(default=list, blank=True)
+    version = models.PositiveIntegerField(default=1, editable=False)
+    retired_at = models.DateTimeField(null=True, blank=True, editable=False)
+    authority = models.CharField(max_length=255, editable=False)
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.LOCAL, editable=False)
+    synced_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Copies of the site's searchable facts so discovery filters and sorts on one table at 1M rows;
+    # kept in step by the site services in the same transaction.
+    province = models.CharField(max_length=2, editable=False)
+    hub = models.CharField(max_length=8, null=True, blank=True, editable=False)  # noqa: DJ001 - null: outside the hubs
+    pue = models.FloatField(editable=False)
+    green_ratio = models.FloatField(editable=False)
+
+    class Meta:
+        ordering = ["ucri"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "local_id"], name="local_id_unique_per_provider"),
+            models.CheckConstraint(
+                condition=~Q(price_unit="node") | Q(node_count__isnull=False),
+                name="node_count_required_for_node_price",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "ucri"], name="res_status_ucri"),
+            models.Index(fields=["provider", "status", "ucri"], name="res_provider_status"),
+            models.Index(fields=["hub", "status", "ucri"], name="res_hub_status"),
+            models.Index(fields=["province", "status", "ucri"], name="res_province_status"),
+            models.Index(fields=["accelerator", "status", "ucri"], name="res_accel_status"),
+            models.Index(fields=["price_unit", "status", "price_per_hour", "ucri"], name="res_price"),
+            models.Index(fields=["status", "updated_at", "ucri"], name="res_updated"),
+            models.Index(fields=["site"], name="res_site"),
+            # LIKE 'prefix%' for the ``prefix`` filter (PostgreSQL; ignored elsewhere).
+            models.Index(fields=["ucri"], name="res_ucri_pattern", opclasses=["varchar_pattern_ops"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.ucri or f"(unminted) {self.local_id}"
+
+    @property
+    def is_retired(self) -> bool:
+        return self.status == self.Status.RETIRED
+
+
+class Downtime(TimeStampedModel):
+    class Classification(models.TextChoices):
+        SCHEDULED = "scheduled"
+        UNSCHEDULED = "unscheduled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="downtimes", editable=False)
+    resource = models.ForeignKey(Resource, null=True, blank=True, on_delete=models.CASCADE,
+                                 related_name="downtimes")
+    site = models.ForeignKey(Site, null=True, blank=True, on_delete=models.CASCADE, related_name="downtimes")
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    classification = models.CharField(max_length=16, choices=Classification.choices)
+    reason = models.CharField(max_length=500, blank=True)
+    version = models.PositiveIntegerField(default=1, editable=False)
+    authority = models.CharField(max_length=255, editable=False)
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.LOCAL, editable=False)
+    synced_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["start"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(resource__isnull=False, site__isnull=True) | Q(resource__isnull=True, site__isnull=False)),
+                name="downtime_scope_resource_xor_site",
+            ),
+            models.CheckConstraint(condition=Q(end__gt=models.F("start")), name="downtime_end_after_start"),
+        ]
+        indexes = [
+            models.Index(fields=["resource", "end"], name="downtime_resource_end"),
+            models.Index(fields=["site", "end"], name="downtime_site_end"),
+        ]
+
+    def __str__(self) -> str:
+        target = self.resource.ucri if self.resource_id else (self.site.name if self.site_id else "?")
+        return f"{self.classification} downtime of {target} {self.start:%Y-%m-%d %H:%M}"
