@@ -1,0 +1,36 @@
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from tests.support import factories
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    cache.clear()
+    yield
+
+
+@pytest.fixture
+def api():
+    return APIClient()
+
+
+@pytest.fixture
+def node(db):
+    return factories.node()
+
+
+@pytest.fixture
+def provider(node):
+    return factories.provider(code="GZ01", name="Guizhou Cloud Compute Co")
+
+
+@pytest.fixture
+def site(provider):
+    return factories.site(provider, name="Gui'an DC 1", province="52", pue=1.18, green_ratio=0.45)
+
+
+@pytest.fixture
+def resource(site):
+    return factories.resource(site)
