@@ -57,7 +57,8 @@ class ResourceFilterSet(django_filters.FilterSet):
     max_pue = django_filters.NumberFilter(field_name="pue", lookup_expr="lte", min_value=0)
     min_green_ratio = django_filters.NumberFilter(field_name="green_ratio", lookup_expr="gte", min_value=0)
     source = django_filters.ChoiceFilter(choices=Source.choices)
-    include_downtime = django_filters.BooleanFilter(method="filter_noop")
+    include_downtime = django_filters.ChoiceFilter(choices=[("true", "true"), ("false", "false")],
+                                                   method="filter_noop")
     order = django_filters.ChoiceFilter(choices=[(name, name) for name in ORDERINGS], method="filter_noop")
 
     class Meta:
@@ -110,6 +111,6 @@ def discover(params: Mapping) -> tuple[QuerySet[Resource], Ordering, dict[str, s
         raise ApplicationError(error_codes.PRICE_UNIT_REQUIRED,
                                "prices compare only within one price_unit: add price_unit=card|core|node",
                                status=400)
-    base = selectors.discovery_queryset(include_downtime=bool(cleaned.get("include_downtime")))
+    base = selectors.discovery_queryset(include_downtime=cleaned.get("include_downtime") == "true")
     queryset = filterset.filter_queryset(base)
     return queryset, ORDERINGS[order_name], values

@@ -6,8 +6,14 @@ from tests.support import factories
 
 
 @pytest.fixture(autouse=True)
-def _clear_cache():
-    cache.clear()
+def _clear_cache(request):
+    # The shared cache lives in the database by default; rate limits and replay caches must not leak
+    # between tests. Pure tests (no database) have nothing to clear.
+    marker = request.node.get_closest_marker("django_db")
+    transactional = "transactional_db" in request.fixturenames or bool(marker and marker.kwargs.get("transaction"))
+    if marker or transactional or "db" in request.fixturenames:
+        request.getfixturevalue("transactional_db" if transactional else "db")
+        cache.clear()
     yield
 
 
