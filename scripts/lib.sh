@@ -1,0 +1,59 @@
+# Shared set-up steps for scripts/run and scripts/test. Idempotent: safe to run on every call.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+
+need_root_apt() {
+  # Install Debian packages when a command is missing (the machine may be fresh).
+  local missing=()
+  for pair in "$@"; do
+    local cmd="${pair%%:*}" pkg="${pair##*:}"
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]} from Debian's packages"
+    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+ensure_venv() {
+  need_root_apt python3:python3
+  if [ ! -x "$PY" ]; then
+    log "creating virtualenv in .venv"
+    python3 -m venv "$VENV" || { need_root_apt "x:python3-venv"; python3 -m venv "$VENV"; }
+  fi
+  local stamp="$VENV/.cir-installed"
+  local digest
+  digest="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
+    log "installing CIR and its dependencies (pip install -e .[dev])"
+    "$PY" -m pip install -q --upgrade pip >/dev/null
+    "$PY" -m pip install -q -e "$ROOT[dev]"
+    echo "$digest" > "$stamp"
+  fi
+}
+
+ensure_postgres() {
+  if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then return; fi
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    need_root_apt "x:postgresql"
+  fi
+  log "starting PostgreSQL"
+  local version; version="$(ls /etc/postgresql | sort -V | tail -n1)"
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null || service postgresql start
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  pg_isready -q -h 127.0.0.1 -p 5432 || { echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2; exit 1; }
+  # The suite connects as postgres over TCP with trust auth, as on the reference machine.
+  if ! psql -h 127.0.0.1 -U postgres -c 'select 1' >/dev/null 2>&1; then
+    log "allowing local trust authentication for the test database"
+    local hba; hba="$(su postgres -c "psql -tAc 'show hba_file'")"
+    sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
+    su postgres -c "psql -tAc 'select pg_reload_conf()'" >/dev/null
+  fi
+}
