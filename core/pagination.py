@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db.models import F, Q, QuerySet
 from django.http import QueryDict
 
@@ -59,7 +60,11 @@ def _encode(ordering: Ordering, values: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
-def _decode(ordering: Ordering, token: str) -> list[Any]:
+def _invalid_cursor() -> ApplicationError:
+    return ApplicationError("invalid_filter", "the cursor is not one this list issued for this order", status=400)
+
+
+def _decode(ordering: Ordering, token: str, model) -> list[Any]:
     try:
         payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         values = payload["v"]
@@ -70,9 +75,20 @@ def _decode(ordering: Ordering, token: str) -> list[Any]:
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
         valid = False
     if not valid:
-        raise ApplicationError("invalid_filter", "the cursor is not one this list issued for this order",
-                               status=400)
-    return values
+        raise _invalid_cursor()
+    # Type each value with its model field, so a forged cursor is a 400 here, not a database error.
+    typed = []
+    for key, value in zip(ordering.keys, values, strict=True):
+        if value is None:
+            typed.append(None)
+            continue
+        try:
+            if "\x00" in value:
+                raise ValidationError("NUL")
+            typed.append(model._meta.get_field(key.field).to_python(value))
+        except ValidationError as exc:
+            raise _invalid_cursor() from exc
+    return typed
 
 
 def _after(keys: Sequence[Key], values: Sequence[Any]) -> Q:
@@ -101,10 +117,7 @@ class Page:
 
 def paginate(queryset: QuerySet, ordering: Ordering, *, cursor: str | None, limit: int) -> Page:
     if cursor:
-        try:
-            queryset = queryset.filter(_after(ordering.keys, _decode(ordering, cursor)))
-        except (ValueError, TypeError) as exc:
-            raise ApplicationError("invalid_filter", "the cursor is not valid for this list", status=400) from exc
+        queryset = queryset.filter(_after(ordering.keys, _decode(ordering, cursor, queryset.model)))
     rows = list(queryset.order_by(*(k.order_expression() for k in ordering.keys))[: limit + 1])
     has_more = len(rows) > limit
     rows = rows[:limit]

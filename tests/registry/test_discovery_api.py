@@ -196,7 +196,10 @@ def test_unknown_parameters_are_400(api, catalog, query):
      "min_fp16_tflops=lots", "min_fp16_tflops=-1", "min_fp16_tflops=NaN", "max_pue=inf", "price_unit=hour",
      "source=remote", "include_downtime=maybe", "order=name", "order=-price", "provider=nonsense",
      "prefix=87.52", "prefix=86.52/", "kind=", "kind=general&kind=super", "limit=0", "limit=501",
-     "limit=ten", "cursor=bm9wZQ", "cursor=%%%"],
+     "limit=ten", "cursor=bm9wZQ", "cursor=%%%",
+     "cursor=eyJvIjoidWNyaSIsInYiOlsiXHUwMDAwIl19",  # {"o":"ucri","v":["\u0000"]}: NUL would reach SQL
+     "order=price&price_unit=card&cursor=eyJvIjoicHJpY2UiLCJ2IjpbImFiYyIsIjg2LjUyIl19",  # price "abc"
+     "max_price=123456789012345678901234567890&price_unit=card", "min_fp16_tflops=1e400"],
 )
 def test_invalid_values_are_400_invalid_filter(api, catalog, query):
     response = api.get(f"/api/v1/resources?{query}")
