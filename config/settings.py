@@ -146,8 +146,8 @@ X_FRAME_OPTIONS = "DENY"
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["identity.authentication.AccessTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["core.permissions.HasScope"],
     "EXCEPTION_HANDLER": "core.problems.problem_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
@@ -186,3 +186,20 @@ LOGGING = {
 
 # Client addresses for rate limits: the socket peer, or the proxy's X-Forwarded-For entry behind one.
 REST_FRAMEWORK["NUM_PROXIES"] = 1 if CIR_TRUST_PROXY_HEADER else 0
+
+# Identity (CONTRACT §5, §6). Lifetimes are in seconds unless named in days.
+CIR_SIGNING_ALG = env_str("CIR_SIGNING_ALG", "ES256")
+CIR_JWKS_MAX_AGE = int(env_str("CIR_JWKS_MAX_AGE", "3600"))
+CIR_ACCESS_TOKEN_LIFETIME = int(env_str("CIR_ACCESS_TOKEN_LIFETIME", "300"))
+CIR_CREDENTIAL_LIFETIME_DAYS = int(env_str("CIR_CREDENTIAL_LIFETIME_DAYS", "30"))
+CIR_CREDENTIAL_RENEW_BEFORE_DAYS = int(env_str("CIR_CREDENTIAL_RENEW_BEFORE_DAYS", "7"))
+CIR_KEY_ROTATION_OVERLAP = int(env_str("CIR_KEY_ROTATION_OVERLAP", "86400"))
+CIR_STATUS_LIST_TTL = int(env_str("CIR_STATUS_LIST_TTL", "300"))
+CIR_STATUS_LIST_SIZE = int(env_str("CIR_STATUS_LIST_SIZE", "16384"))
+
+CELERY_BEAT_SCHEDULE = {
+    "rotate-node-keys": {"task": "identity.tasks.rotate_node_keys", "schedule": 3600.0},
+    "renew-provider-credentials": {"task": "identity.tasks.renew_provider_credentials", "schedule": 3600.0},
+    "refresh-status-lists": {"task": "identity.tasks.refresh_status_lists", "schedule": 600.0},
+    "purge-idempotency-records": {"task": "identity.tasks.purge_idempotency_records", "schedule": 3600.0},
+}

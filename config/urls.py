@@ -10,6 +10,7 @@ handler500 = "core.problems.api_server_error"
 urlpatterns = [
     path("", registry_views.home, name="home"),
     path("r/<path:ucri>", registry_views.resolve_page, name="resolve-page"),
+    path("", include("identity.urls")),
     path("api/v1/", include("registry.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

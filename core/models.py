@@ -82,3 +82,22 @@ class NodeSetting(models.Model):
     def __str__(self) -> str:
         return self.key
 
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to a creating POST, replayed for retries with the same key and body."""
+
+    client_id = models.CharField(max_length=255)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    status = models.PositiveSmallIntegerField(null=True)
+    body = models.BinaryField(null=True)
+    headers = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["client_id", "key"], name="idempotency_key_once")]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created")]
+
+    def __str__(self) -> str:
+        return f"{self.client_id}: {self.key}"

@@ -94,9 +94,14 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
         extra["errors"] = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
     else:
         detail = str(exc.detail)
-    if isinstance(exc, drf_exceptions.NotAuthenticated | drf_exceptions.AuthenticationFailed):
+    if isinstance(exc, drf_exceptions.NotAuthenticated):
         exc.status_code = 401
-        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        headers["WWW-Authenticate"] = 'Bearer realm="cir"'
+    elif isinstance(exc, drf_exceptions.AuthenticationFailed):
+        exc.status_code = 401
+        headers["WWW-Authenticate"] = 'Bearer realm="cir", error="invalid_token"'
+    elif isinstance(exc, drf_exceptions.PermissionDenied):
+        headers["WWW-Authenticate"] = 'Bearer realm="cir", error="insufficient_scope"'
     if isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
         headers["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
     return Response(

@@ -76,8 +76,11 @@ class Provider(TimeStampedModel):
     name = models.CharField("legal name", max_length=200)
     uscc = models.CharField("unified social credit code", max_length=18)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
-    # Filled by the identity app once credentials exist; null before (CONTRACT §3).
+    # The current credential as the identity app (or the feed, for mirrors) last set it; null/empty
+    # before credentials exist (CONTRACT §3). Kept here so registry records never import identity.
+    credential = models.TextField(blank=True, editable=False)
     credential_status = models.CharField(max_length=16, null=True, blank=True, editable=False)  # noqa: DJ001 - null means "no credential yet"
+    credential_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     version = models.PositiveIntegerField(default=1, editable=False)
     authority = models.CharField(max_length=255, editable=False)
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.LOCAL, editable=False)
@@ -88,6 +91,16 @@ class Provider(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix})"
+
+    def effective_credential_status(self, now=None) -> str | None:
+        """``credential_status``, or ``expired`` once the credential's own ``exp`` has passed."""
+        from django.utils import timezone
+
+        if self.credential_status in (None, "revoked"):
+            return self.credential_status
+        if self.credential_expires_at is not None and self.credential_expires_at <= (now or timezone.now()):
+            return "expired"
+        return self.credential_status
 
 
 class ProviderMembership(models.Model):

@@ -67,7 +67,8 @@ def downtime_public(downtime: Downtime, ucri_by_resource_id: dict[int, str] | No
 
 
 def provider_brief(provider: Provider) -> dict[str, Any]:
-    return {"name": provider.name, "prefix": provider.prefix, "credential_status": provider.credential_status}
+    return {"name": provider.name, "prefix": provider.prefix,
+            "credential_status": provider.effective_credential_status()}
 
 
 def resource_public(resource: Resource, downtimes: Iterable[Downtime] = ()) -> dict[str, Any]:
@@ -99,8 +100,8 @@ def provider_public(provider: Provider) -> dict[str, Any]:
         "prefix": provider.prefix,
         "uscc": provider.uscc,
         "status": provider.status,
-        "credential": getattr(provider, "current_credential", None),
-        "credential_status": provider.credential_status,
+        "credential": provider.credential or None,
+        "credential_status": provider.effective_credential_status(),
         "authority": provider.authority,
     }
 
@@ -136,6 +137,9 @@ def downtime_feed(downtime: Downtime) -> dict[str, Any]:
 
 def provider_feed(provider: Provider) -> dict[str, Any]:
     record = provider_public(provider)
+    # The stored status: a consumer derives "expired" from the credential's own exp, as we do.
+    record["credential_status"] = provider.credential_status
+    record["credential_expires_at"] = timestamp(provider.credential_expires_at)
     record["version"] = provider.version
     record["updated_at"] = timestamp(provider.updated_at)
     return record

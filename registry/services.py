@@ -198,6 +198,22 @@ def provider_set_status(*, provider: Provider, status: str, reason: str, actor: 
     return provider
 
 
+def provider_record_credential(*, provider: Provider, credential: str, status: str,
+                               expires_at) -> Provider:
+    """Store the provider's current credential and its status (set by the identity app)."""
+    with transaction.atomic():
+        provider = Provider.objects.select_for_update().get(pk=provider.pk)
+        if (provider.credential, provider.credential_status, provider.credential_expires_at) == (
+                credential, status, expires_at):
+            return provider
+        provider.credential, provider.credential_status = credential, status
+        provider.credential_expires_at = expires_at
+        provider.version += 1
+        provider.save()
+        outbox.append(_provider_change(provider))
+    return provider
+
+
 def _provider_change(provider: Provider) -> outbox.Change:
     return outbox.Change("provider", "upsert", provider.prefix, provider.version, provider.authority,
                          records.provider_feed(provider))
@@ -475,7 +491,8 @@ def _own_resource(provider: Provider, ucri_text: Any) -> Resource | None:
 
 def downtime_delete(*, downtime: Downtime) -> None:
     with transaction.atomic():
-        downtime = Downtime.objects.select_for_update().select_related("provider", "resource").get(pk=downtime.pk)
+        downtime = (Downtime.objects.select_for_update(of=("self",)).select_related("provider", "resource")
+                    .get(pk=downtime.pk))
         _require_writable_provider(downtime.provider)
         record = records.downtime_feed(downtime)
         key, version, authority = str(downtime.id), downtime.version + 1, downtime.authority

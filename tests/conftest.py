@@ -2,7 +2,7 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from tests.support import factories
+from tests.support import auth, factories
 
 
 @pytest.fixture(autouse=True)
@@ -40,3 +40,9 @@ def site(provider):
 @pytest.fixture
 def resource(site):
     return factories.resource(site)
+
+
+@pytest.fixture
+def reader(node):
+    """An API client holding a scheduler's access token with ``resources:read``."""
+    return auth.bearer_client(auth.register("scheduler-test", "resources:read handoff:request"))

@@ -11,10 +11,13 @@ from rest_framework.views import APIView
 
 from core.errors import ApplicationError
 from core.http import PROBLEM_JSON, json_response
+from core.idempotency import idempotent
 from core.pagination import envelope, next_url, paginate, parse_limit
 from core.throttling import ResolveRateThrottle
 
-from .. import error_codes, filters, records, selectors
+from .. import error_codes, filters, records, selectors, services
+from . import writes
+from .serializers import ResourceInputSerializer
 
 MAX_BATCH = 1000
 
@@ -35,6 +38,7 @@ def _resolution_response(request, resolution: selectors.Resolution) -> HttpRespo
 
 
 class ResolveView(APIView):
+    authentication_classes: list = []  # public: a stray Authorization header is ignored
     throttle_classes = [ResolveRateThrottle]
 
     @extend_schema(
@@ -47,6 +51,7 @@ class ResolveView(APIView):
 
 
 class BatchResolveView(APIView):
+    authentication_classes: list = []  # public: a stray Authorization header is ignored
     throttle_classes = [ResolveRateThrottle]
 
     @extend_schema(
@@ -71,6 +76,7 @@ class BatchResolveView(APIView):
 
 
 class ProviderView(APIView):
+    authentication_classes: list = []  # public: a stray Authorization header is ignored
     @extend_schema(operation_id="provider_record", summary="Public record of a provider",
                    responses={200: OpenApiTypes.OBJECT, 400: _problem, 404: _problem})
     def get(self, request: Request, prefix: str) -> HttpResponse:
@@ -90,6 +96,8 @@ def _discovery_parameters() -> list[OpenApiParameter]:
 
 
 class ResourceListView(APIView):
+    required_scopes = {"GET": "resources:read", "POST": "resources:write"}
+
     @extend_schema(
         operation_id="discover_resources",
         summary="Search the federated catalog",
@@ -102,3 +110,12 @@ class ResourceListView(APIView):
         page = paginate(queryset, ordering, cursor=values.get("cursor"), limit=parse_limit(values.get("limit")))
         return json_response(request, envelope(selectors.records_for(page.items),
                                                next_url(request, page.next_cursor)))
+
+    @extend_schema(operation_id="resource_create", summary="Register a resource (mints its UCRI)",
+                   request=ResourceInputSerializer, responses={201: _record, 400: _problem, 409: _problem})
+    @idempotent
+    def post(self, request: Request) -> HttpResponse:
+        provider = writes.own_provider(request)
+        resource = services.resource_create(provider=provider, data=writes.parse(ResourceInputSerializer, request))
+        return json_response(request, writes.resource_body(resource), status=201, etag=True,
+                             headers={"Location": f"/api/v1/resources/{resource.ucri}"})

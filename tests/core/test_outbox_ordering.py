@@ -37,7 +37,7 @@ def _writer(index: int, errors: list[BaseException]) -> None:
                 time.sleep(rng.uniform(0, 0.004))  # keep the transaction open after drawing the number
                 if rng.random() < 0.3:
                     outbox.append(_change(f"w{index}-{n}-b"))
-    except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+    except BaseException as exc:
         errors.append(exc)
     finally:
         connection.close()

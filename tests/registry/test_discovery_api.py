@@ -47,8 +47,8 @@ def _names(catalog, response):
     return {by_ucri[u] for u in _ucris(response)}
 
 
-def test_default_lists_active_resources_in_ucri_order(api, catalog):
-    response = api.get("/api/v1/resources")
+def test_default_lists_active_resources_in_ucri_order(reader, catalog):
+    response = reader.get("/api/v1/resources")
     ucris = _ucris(response)
     assert ucris == sorted(ucris)
     assert set(ucris) == {r.ucri for name, r in catalog.items() if name != "sx_l20"}
@@ -85,24 +85,24 @@ def test_default_lists_active_resources_in_ucri_order(api, catalog):
         ("source=mirror", set()),
     ],
 )
-def test_each_filter(api, catalog, query, expected):
-    assert _names(catalog, api.get(f"/api/v1/resources?{query}")) == expected
+def test_each_filter(reader, catalog, query, expected):
+    assert _names(catalog, reader.get(f"/api/v1/resources?{query}")) == expected
 
 
-def test_filters_combine(api, catalog):
-    response = api.get("/api/v1/resources?accelerator=GPU&hub=jjj&min_fp16_tflops=1000&max_pue=1.3")
+def test_filters_combine(reader, catalog):
+    response = reader.get("/api/v1/resources?accelerator=GPU&hub=jjj&min_fp16_tflops=1000&max_pue=1.3")
     assert _names(catalog, response) == {"bj_h100"}
-    response = api.get("/api/v1/resources?kind=intelligent&prefix=86.52.GZ01&max_price=10&price_unit=card"
+    response = reader.get("/api/v1/resources?kind=intelligent&prefix=86.52.GZ01&max_price=10&price_unit=card"
                        "&min_green_ratio=0.7")
     assert _names(catalog, response) == {"gz_a100", "gz_910b"}
 
 
-def test_the_prefix_filter_is_segment_wise(api, node):
+def test_the_prefix_filter_is_segment_wise(reader, node):
     p1 = factories.provider(code="AB")
     p2 = factories.provider(code="ABC")
     r1 = factories.resource(factories.site(p1))
     factories.resource(factories.site(p2))
-    assert _ucris(api.get("/api/v1/resources?prefix=86.52.AB")) == [r1.ucri]
+    assert _ucris(reader.get("/api/v1/resources?prefix=86.52.AB")) == [r1.ucri]
 
 
 @pytest.mark.parametrize(
@@ -110,9 +110,9 @@ def test_the_prefix_filter_is_segment_wise(api, node):
     [("price", "price_per_hour", False), ("-fp16_tflops", "fp16_tflops", True), ("pue", None, False),
      ("-green_ratio", None, True), ("updated_at", "updated_at", False)],
 )
-def test_orders_are_stable_with_ucri_tie_break(api, catalog, order, key, reverse):
+def test_orders_are_stable_with_ucri_tie_break(reader, catalog, order, key, reverse):
     query = f"order={order}" + ("&price_unit=card" if order == "price" else "")
-    items = api.get(f"/api/v1/resources?{query}").json()["results"]
+    items = reader.get(f"/api/v1/resources?{query}").json()["results"]
 
     def sort_key(item):
         value = item["site"][order.lstrip("-")] if key is None else item[key]
@@ -129,8 +129,8 @@ def test_orders_are_stable_with_ucri_tie_break(api, catalog, order, key, reverse
     assert len(items) >= 2
 
 
-def test_nulls_sort_last_in_descending_fp16(api, catalog):
-    items = api.get("/api/v1/resources?order=-fp16_tflops").json()["results"]
+def test_nulls_sort_last_in_descending_fp16(reader, catalog):
+    items = reader.get("/api/v1/resources?order=-fp16_tflops").json()["results"]
     values = [i["fp16_tflops"] for i in items]
     assert values[:3] == [63296.0, 40064.0, 19968.0]
     assert values[3:] == [None, None]
@@ -141,7 +141,7 @@ def test_every_ordering_is_reachable():
 
 
 @pytest.mark.parametrize("order", ["ucri", "price", "-fp16_tflops", "pue", "-green_ratio", "updated_at"])
-def test_cursor_pages_cover_everything_once(api, node, order):
+def test_cursor_pages_cover_everything_once(reader, node, order):
     provider = factories.provider(code="PG")
     sites = [factories.site(provider, pue=1.1 + i / 100, green_ratio=i / 10) for i in range(3)]
     made = {factories.resource(sites[i % 3], price_per_hour=str(1 + i % 4),
@@ -149,7 +149,7 @@ def test_cursor_pages_cover_everything_once(api, node, order):
     query = f"/api/v1/resources?limit=5&order={order}" + ("&price_unit=card" if order == "price" else "")
     seen, url, pages = [], query, 0
     while url:
-        body = api.get(url).json()
+        body = reader.get(url).json()
         assert len(body["results"]) <= 5
         seen.extend(item["ucri"] for item in body["results"])
         url = body["next"]
@@ -157,21 +157,21 @@ def test_cursor_pages_cover_everything_once(api, node, order):
     assert pages == 5
     assert len(seen) == len(set(seen)) == 23
     assert set(seen) == made
-    unpaged = _ucris(api.get(query.replace("limit=5", "limit=500")))
+    unpaged = _ucris(reader.get(query.replace("limit=5", "limit=500")))
     assert seen == unpaged
 
 
-def test_cursor_survives_inserts_between_pages(api, node):
+def test_cursor_survives_inserts_between_pages(reader, node):
     provider = factories.provider(code="INS")
     site = factories.site(provider)
     for _ in range(6):
         factories.resource(site)
-    first = api.get("/api/v1/resources?limit=3").json()
+    first = reader.get("/api/v1/resources?limit=3").json()
     factories.resource(site)
     rest = []
     url = first["next"]
     while url:
-        body = api.get(url).json()
+        body = reader.get(url).json()
         rest.extend(i["ucri"] for i in body["results"])
         url = body["next"]
     page_one = [i["ucri"] for i in first["results"]]
@@ -183,8 +183,8 @@ def test_cursor_survives_inserts_between_pages(api, node):
     "query",
     ["colour=red", "kind=general&bogus=1", "ordering=price", "page=2", "format=json"],
 )
-def test_unknown_parameters_are_400(api, catalog, query):
-    response = api.get(f"/api/v1/resources?{query}")
+def test_unknown_parameters_are_400(reader, catalog, query):
+    response = reader.get(f"/api/v1/resources?{query}")
     assert response.status_code == 400
     assert response["Content-Type"] == "application/problem+json"
     assert response.json()["code"] == "unknown_parameter"
@@ -201,31 +201,31 @@ def test_unknown_parameters_are_400(api, catalog, query):
      "order=price&price_unit=card&cursor=eyJvIjoicHJpY2UiLCJ2IjpbImFiYyIsIjg2LjUyIl19",  # price "abc"
      "min_fp16_tflops=1e400"],
 )
-def test_invalid_values_are_400_invalid_filter(api, catalog, query):
-    response = api.get(f"/api/v1/resources?{query}")
+def test_invalid_values_are_400_invalid_filter(reader, catalog, query):
+    response = reader.get(f"/api/v1/resources?{query}")
     assert response.status_code == 400, query
     assert response.json()["code"] == "invalid_filter", query
 
 
-def test_huge_but_finite_numbers_are_fine(api, catalog):
-    response = api.get("/api/v1/resources?max_price=123456789012345678901234567890&price_unit=card")
+def test_huge_but_finite_numbers_are_fine(reader, catalog):
+    response = reader.get("/api/v1/resources?max_price=123456789012345678901234567890&price_unit=card")
     assert _names(catalog, response) == {"gz_a100", "gz_910b", "bj_h100"}
 
 
-def test_cursor_from_another_order_is_rejected(api, catalog):
-    cursor = api.get("/api/v1/resources?limit=1").json()["next"].split("cursor=")[1]
-    response = api.get(f"/api/v1/resources?limit=1&order=pue&cursor={cursor}")
+def test_cursor_from_another_order_is_rejected(reader, catalog):
+    cursor = reader.get("/api/v1/resources?limit=1").json()["next"].split("cursor=")[1]
+    response = reader.get(f"/api/v1/resources?limit=1&order=pue&cursor={cursor}")
     assert response.json()["code"] == "invalid_filter"
 
 
 @pytest.mark.parametrize("query", ["order=price", "max_price=10"])
-def test_price_without_unit_is_400(api, catalog, query):
-    response = api.get(f"/api/v1/resources?{query}")
+def test_price_without_unit_is_400(reader, catalog, query):
+    response = reader.get(f"/api/v1/resources?{query}")
     assert response.status_code == 400
     assert response.json()["code"] == "price_unit_required"
 
 
-def test_ongoing_downtime_is_left_out_unless_asked(api, catalog):
+def test_ongoing_downtime_is_left_out_unless_asked(reader, catalog):
     now = timezone.now()
     gz_a100, bj_h100 = catalog["gz_a100"], catalog["bj_h100"]
     services.downtime_create(provider=gz_a100.provider, data={
@@ -237,25 +237,25 @@ def test_ongoing_downtime_is_left_out_unless_asked(api, catalog):
     services.downtime_create(provider=gz_a100.provider, data={
         "site_id": str(gz_a100.site_id), "start": now + dt.timedelta(days=1), "end": now + dt.timedelta(days=2),
         "classification": "scheduled", "reason": "announced"})
-    default = _names(catalog, api.get("/api/v1/resources"))
+    default = _names(catalog, reader.get("/api/v1/resources"))
     assert default == {"gz_910b", "gz_cpu"}
-    everything = api.get("/api/v1/resources?include_downtime=true").json()["results"]
+    everything = reader.get("/api/v1/resources?include_downtime=true").json()["results"]
     assert {i["ucri"] for i in everything} >= {gz_a100.ucri, bj_h100.ucri}
     a100 = next(i for i in everything if i["ucri"] == gz_a100.ucri)
     # The item's downtimes include its site's (the announced one) and its own (ongoing).
     assert [d["reason"] for d in a100["downtimes"]] == ["fan failure", "announced"]
-    assert _names(catalog, api.get("/api/v1/resources?include_downtime=false")) == default
+    assert _names(catalog, reader.get("/api/v1/resources?include_downtime=false")) == default
 
 
-def test_retired_resources_only_with_status_retired(api, catalog):
+def test_retired_resources_only_with_status_retired(reader, catalog):
     services.resource_retire(resource=catalog["gz_cpu"])
-    assert "gz_cpu" not in _names(catalog, api.get("/api/v1/resources"))
-    assert _names(catalog, api.get("/api/v1/resources?status=retired")) == {"gz_cpu"}
+    assert "gz_cpu" not in _names(catalog, reader.get("/api/v1/resources"))
+    assert _names(catalog, reader.get("/api/v1/resources?status=retired")) == {"gz_cpu"}
 
 
-def test_items_are_the_resolve_record(api, catalog):
-    item = api.get("/api/v1/resources?kind=super").json()["results"][0]
-    single = api.get(f"/api/v1/resolve/{item['ucri']}").json()
+def test_items_are_the_resolve_record(reader, catalog):
+    item = reader.get("/api/v1/resources?kind=super").json()["results"][0]
+    single = reader.get(f"/api/v1/resolve/{item['ucri']}").json()
     assert item == single
 
 
