@@ -161,7 +161,8 @@ def rotate_key(*, provider: Provider, jwk: Any, actor: str, now: dt.datetime | N
             raise ApplicationError("key_unchanged", "this key is already the provider's current key", status=409)
         credential = issue(provider=provider, key=key, actor=actor, now=now)
         overlap_end = now + dt.timedelta(seconds=settings.CIR_KEY_ROTATION_OVERLAP)
-        old = ProviderCredential.objects.filter(provider=provider, status=CredentialStatus.VALID).exclude(pk=credential.pk)
+        old = (ProviderCredential.objects.filter(provider=provider, status=CredentialStatus.VALID)
+               .exclude(pk=credential.pk))
         old.update(revoke_after=overlap_end, replaced_by=credential)
         ProviderKey.objects.filter(provider=provider).exclude(pk=key.pk).filter(superseded_at__isnull=True).update(
             superseded_at=now)

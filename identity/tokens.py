@@ -139,7 +139,7 @@ def parse_unverified(token: Any, kind: TokenKind) -> tuple[dict[str, Any], dict[
 
 def _signature_valid(token: str, jwk: dict[str, Any], alg: str) -> bool:
     try:
-        key, normalised = crypto.load_public_jwk(jwk)
+        key, _ = crypto.load_public_jwk(jwk)
         if crypto.alg_for_key(key) != alg:
             return False
         PyJWS().decode_complete(token, key, algorithms=[alg])

@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import zlib
 
-
 import pytest
 from cryptography.fernet import Fernet
 from django.core.management import CommandError, call_command
@@ -181,14 +180,16 @@ def test_provider_key_rotation_with_overlap_over_the_api(onboarded):
     with pytest.raises(AssertionError):
         auth.bearer_client(old_machine)
     assert auth.bearer_client(new_machine).get("/api/v1/resources").status_code == 200
-    assert AuditEntry.objects.filter(action="provider_key.rotated", actor=f"client:{onboarded.provider.prefix}").exists()
+    actor = f"client:{onboarded.provider.prefix}"
+    assert AuditEntry.objects.filter(action="provider_key.rotated", actor=actor).exists()
 
 
 def test_key_rotation_rejects_bad_keys_and_other_callers(onboarded, node):
     owner = auth.bearer_client(auth.Machine(onboarded.provider.prefix, crypto.load_private_jwk(onboarded.private_jwk)))
     url = f"/api/v1/providers/{onboarded.provider.prefix}/keys"
-    for body in ({"jwk": {"kty": "RSA", "n": "x", "e": "AQAB"}}, {"jwk": crypto.private_jwk(crypto.generate_private_key())},
-                 {"jwk": "garbage"}, {}, {"jwk": crypto.public_jwk(crypto.generate_private_key()), "x": 1}):
+    fresh = crypto.generate_private_key
+    for body in ({"jwk": {"kty": "RSA", "n": "x", "e": "AQAB"}}, {"jwk": crypto.private_jwk(fresh())},
+                 {"jwk": "garbage"}, {}, {"jwk": crypto.public_jwk(fresh()), "x": 1}):
         response = owner.post(url, body, format="json")
         assert response.status_code == 400, body
     other = credentials.onboard(name="Other", uscc=factories.valid_uscc(), code="OT01", actor="t")
