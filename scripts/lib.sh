@@ -57,3 +57,15 @@ ensure_postgres() {
     su postgres -c "psql -tAc 'select pg_reload_conf()'" >/dev/null
   fi
 }
+
+ensure_redis() {
+  # The Celery integration tests use a real broker on 127.0.0.1:6379.
+  if command -v redis-cli >/dev/null 2>&1 && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then return; fi
+  need_root_apt redis-server:redis-server
+  log "starting Redis"
+  mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /tmp --logfile /tmp/cir-redis.log
+  for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && return; sleep 0.5; done
+  echo "Redis did not come up on 127.0.0.1:6379" >&2; exit 1
+}
