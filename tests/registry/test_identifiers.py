@@ -131,9 +131,14 @@ def test_every_single_substitution_is_caught(prefix, seed, data):
     position = data.draw(st.sampled_from(_checked_positions(ucri)))
     replacement = data.draw(st.sampled_from([c for c in ISO7064_ALPHABET if c != ucri[position]]))
     typo = ucri[:position] + replacement + ucri[position + 1:]
+    body_start = ucri.index("/") + 1
+    if body_start <= position < body_start + 12 and replacement in "ILO" and \
+            {"I": "1", "L": "1", "O": "0"}[replacement] == ucri[position]:
+        # An alias of the same body character (e.g. 0 -> O) is the same identifier, not a typo.
+        assert identifiers.canonicalize(typo) == ucri
+        return
     with pytest.raises(UCRIError) as excinfo:
         identifiers.parse(typo)
-    # An alias substitution in the body (e.g. 0 -> O) is the same identifier, not a typo.
     assert excinfo.value.code in {"ucri_checksum", "ucri_malformed"}
 
 
