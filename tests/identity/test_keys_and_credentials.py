@@ -259,3 +259,18 @@ def test_cir_client_add_creates_then_updates(node, capsys, tmp_path):
         call_command("cir_client_add", "--client-id", "w", "--jwk", str(jwk_file), "--scope", "resources:write")
 
 
+
+
+def test_cir_credentials_issue_fills_in_missing_credentials(node, capsys, tmp_path):
+    with_credential = credentials.onboard(name="Has One", uscc=factories.valid_uscc(), code="HAS1", actor="t")
+    bare = factories.provider(code="BARE")
+    call_command("cir_credentials_issue", "--missing", "--keys-out", str(tmp_path), "--json")
+    result = json.loads(capsys.readouterr().out)
+    assert result["prefixes"] == [bare.prefix]
+    assert Provider.objects.get(pk=bare.pk).credential_status == "valid"
+    assert Provider.objects.get(pk=with_credential.provider.pk).credential == with_credential.credential.token
+    private_jwk = json.loads((tmp_path / f"{bare.prefix}.jwk").read_text())
+    machine = auth.Machine(bare.prefix, crypto.load_private_jwk(private_jwk))
+    assert auth.bearer_client(machine).get("/api/v1/resources").status_code == 200
+    call_command("cir_credentials_issue", "--missing", "--json")
+    assert json.loads(capsys.readouterr().out)["issued"] == 0
