@@ -158,8 +158,9 @@ def authenticate_access_token(token: str) -> Principal:
     return Principal(client_id, frozenset(scope.split()), provider_id, claims)
 
 
-def register_client(*, client_id: str, jwks: list[dict[str, Any]], scopes: list[str], provider: Provider | None,
-                    actor: str) -> tuple[Client, bool]:
+def validate_client(*, client_id: str, jwks: list[dict[str, Any]], scopes: list[str],
+                    provider: Provider | None) -> list[dict[str, Any]]:
+    """Check a client registration; returns the normalised public JWKs or raises ApplicationError."""
     from core.errors import ApplicationError
 
     from .crypto import KeyError_, load_public_jwk
@@ -179,6 +180,12 @@ def register_client(*, client_id: str, jwks: list[dict[str, Any]], scopes: list[
         raise ApplicationError("invalid_key", str(exc), status=400) from exc
     if not normalised:
         raise ApplicationError("invalid_key", "at least one public key is required", status=400)
+    return normalised
+
+
+def register_client(*, client_id: str, jwks: list[dict[str, Any]], scopes: list[str], provider: Provider | None,
+                    actor: str) -> tuple[Client, bool]:
+    normalised = validate_client(client_id=client_id, jwks=jwks, scopes=scopes, provider=provider)
     client, created = Client.objects.update_or_create(
         client_id=client_id, defaults={"jwks": normalised, "scopes": " ".join(scopes), "provider": provider,
                                        "is_active": True})

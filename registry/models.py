@@ -37,10 +37,12 @@ class Platform(TimeStampedModel):
     prefix = models.CharField(max_length=80, unique=True)
     name = models.CharField(max_length=200, blank=True)
     is_self = models.BooleanField(default=False)
+    is_superior = models.BooleanField(default=False, help_text="This node's superior in the federation.")
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["is_self"], condition=Q(is_self=True), name="one_self_platform"),
+            models.UniqueConstraint(fields=["is_superior"], condition=Q(is_superior=True), name="one_superior"),
         ]
 
     def __str__(self) -> str:
@@ -147,11 +149,11 @@ class Resource(TimeStampedModel):
         SUPER = "super"
 
     class Accelerator(models.TextChoices):
-        CPU = "CPU"
-        GPU = "GPU"
-        NPU = "NPU"
-        FPGA = "FPGA"
-        ASIC = "ASIC"
+        CPU = "CPU", "CPU"
+        GPU = "GPU", "GPU"
+        NPU = "NPU", "NPU"
+        FPGA = "FPGA", "FPGA"
+        ASIC = "ASIC", "ASIC"
 
     class Status(models.TextChoices):
         ACTIVE = "active"

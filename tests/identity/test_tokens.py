@@ -151,12 +151,11 @@ def test_dpop_proof_uses_its_own_jwk_and_nothing_else():
     rejected(h, h.token(headers={"jwk": private}), "invalid_signature")
 
 
-@pytest.mark.parametrize("name", ALL_KINDS)
-@pytest.mark.parametrize("typ", ["JOSE", "jwt-wrong", "at+jwt", "statuslist+jwt", 7])
+@pytest.mark.parametrize(("name", "typ"), [
+    (name, typ) for name in ALL_KINDS for typ in ("JOSE", "jwt-wrong", "at+jwt", "statuslist+jwt", 7)
+    if typ not in KINDS[name].typs])
 def test_wrong_typ_is_rejected(name, typ):
     h = harness(name)
-    if typ in KINDS[name].typs:
-        pytest.skip("that typ is this kind's own")
     rejected(h, h.token(typ=typ), "invalid_typ")
 
 
@@ -209,15 +208,17 @@ def test_not_yet_valid(name):
 
 @pytest.mark.parametrize("name", EXPIRING)
 @pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
-@pytest.mark.parametrize("value", ["1900000000", 1.9e9 + 0.5, True, None])
+@pytest.mark.parametrize("value", ["1900000000", 1.9e9 + 0.5, True])
 def test_non_integer_times_are_rejected(name, claim, value):
     h = harness(name)
-    if value is None:
-        if claim == "nbf":
-            pytest.skip("nbf is optional")
-        rejected(h, h.token(h.claims(**{claim: DELETE})), "missing_claim")
-        return
     rejected(h, h.token(h.claims(**{claim: value})), "invalid_claim")
+
+
+@pytest.mark.parametrize("name", EXPIRING)
+@pytest.mark.parametrize("claim", ["exp", "iat"])
+def test_missing_times_are_rejected(name, claim):
+    h = harness(name)
+    rejected(h, h.token(h.claims(**{claim: DELETE})), "missing_claim")
 
 
 @pytest.mark.parametrize("name", EXPIRING)

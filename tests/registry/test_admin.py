@@ -1,4 +1,5 @@
 import datetime as dt
+import json
 import uuid
 
 import pytest
@@ -411,23 +412,35 @@ def test_provider_staff_announce_and_delete_downtimes(client, staff, resource):
 
 # Providers ---------------------------------------------------------------------------------------
 
-def test_operator_approves_a_provider(client, operator, node):
+def _public_key() -> str:
+    from identity import crypto
+
+    return json.dumps(crypto.public_jwk(crypto.generate_private_key()))
+
+
+def test_operator_approves_a_provider_and_its_credential_is_issued(client, operator, node):
     client.force_login(operator)
     response = client.post(f"{ADMIN}/provider/add/", {"name": "Zunyi Compute", "uscc": factories.valid_uscc(777),
-                                                      "code": "zy01"})
+                                                      "code": "zy01", "public_key": _public_key()})
     assert response.status_code == 302
     provider = Provider.objects.get(name="Zunyi Compute")
     assert provider.prefix == node.prefix + ".ZY01"
     assert Delegation.objects.filter(prefix=provider.prefix, kind="provider").exists()
     assert AuditEntry.objects.filter(action="provider.approved", actor="user:olga").exists()
+    assert provider.credential_status == "valid" and provider.credential.count(".") == 2
+    assert AuditEntry.objects.filter(action="credential.issued", actor="user:olga").exists()
 
-    invalid = client.post(f"{ADMIN}/provider/add/", {"name": "Bad", "uscc": "91520000MA00000000", "code": "BAD1"})
+    invalid = client.post(f"{ADMIN}/provider/add/", {"name": "Bad", "uscc": "91520000MA00000000", "code": "BAD1",
+                                                     "public_key": _public_key()})
     assert invalid.status_code == 200
     assert "uscc" in form_errors(invalid)
     taken = client.post(f"{ADMIN}/provider/add/", {"name": "Again", "uscc": factories.valid_uscc(778),
-                                                   "code": "ZY01"})
+                                                   "code": "ZY01", "public_key": _public_key()})
     assert "code" in form_errors(taken)
-    assert not Provider.objects.filter(name__in=["Bad", "Again"]).exists()
+    bad_key = client.post(f"{ADMIN}/provider/add/", {"name": "Keyless", "uscc": factories.valid_uscc(779),
+                                                     "code": "KL01", "public_key": '{"kty": "RSA"}'})
+    assert "public_key" in form_errors(bad_key)
+    assert not Provider.objects.filter(name__in=["Bad", "Again", "Keyless"]).exists()
 
 
 def test_operator_suspends_a_provider_with_a_reason(client, operator, provider):
@@ -442,6 +455,40 @@ def test_operator_suspends_a_provider_with_a_reason(client, operator, provider):
     provider.refresh_from_db()
     assert (provider.status, provider.version) == ("suspended", 2)
     assert AuditEntry.objects.filter(action="provider.suspended", data__reason="unpaid fees").exists()
+
+
+def test_admin_suspension_reaches_the_credential_and_status_list(client, operator, node):
+    from identity import credentials, statuslists
+    from identity.models import StatusList
+
+    onboarded = credentials.onboard(name="Listed", uscc=factories.valid_uscc(901), code="LS01", actor="t")
+    client.force_login(operator)
+    url = f"{ADMIN}/provider/{onboarded.provider.pk}/change/"
+    assert client.post(url, {"name": "Listed", "status": "suspended", "reason": "audit"}).status_code == 302
+    provider = Provider.objects.get(pk=onboarded.provider.pk)
+    assert provider.credential_status == "suspended"
+    status_list = StatusList.objects.get(pk=onboarded.credential.status_list_id)
+    assert bytes(status_list.statuses)[onboarded.credential.status_index] == statuslists.SUSPENDED
+    assert status_list.token_version == status_list.version  # re-signed at once
+    assert client.post(url, {"name": "Listed", "status": "revoked", "reason": "fraud"}).status_code == 302
+    assert Provider.objects.get(pk=provider.pk).credential_status == "revoked"
+    # Revocation is final: the change page is read-only now.
+    assert client.post(url, {"name": "Listed", "status": "active", "reason": "undo"}).status_code in (302, 403)
+    assert Provider.objects.get(pk=provider.pk).status == "revoked"
+
+
+def test_operator_registers_a_client_in_the_admin(client, operator, node):
+    from identity.models import Client
+
+    client.force_login(operator)
+    response = client.post(f"{ADMIN.replace('/registry', '/identity')}/client/add/", {
+        "client_id": "gz-scheduler", "public_keys": _public_key(), "scope_list": ["resources:read"],
+        "is_active": "on"})
+    assert response.status_code == 302, form_errors(response)
+    assert Client.objects.get(client_id="gz-scheduler").scopes == "resources:read"
+    bad = client.post(f"{ADMIN.replace('/registry', '/identity')}/client/add/", {
+        "client_id": "writer", "public_keys": _public_key(), "scope_list": ["resources:write"], "is_active": "on"})
+    assert bad.status_code == 200 and not Client.objects.filter(client_id="writer").exists()
 
 
 def test_operator_manages_memberships_with_an_audit_trail(client, operator, provider):
