@@ -118,9 +118,22 @@ def _answer(resource: Resource, record: dict[str, Any] | None = None) -> Resolut
 
 
 def _unknown(ucri: str) -> Resolution:
-    # Referrals to superiors and subordinates arrive with federation; until a node knows any, every
-    # UCRI it holds no record for is unknown (CONTRACT §3).
-    return _ucri_problem(error_codes.UCRI_UNKNOWN, 404, f"no resource is registered as {ucri}")
+    """No record here: refer to the node to ask next, or answer unknown (CONTRACT §3)."""
+    prefix = identifiers.prefix_of(ucri)
+    node = self_node()
+    next_node = None
+    if node is not None and identifiers.prefix_within(prefix, node.prefix):
+        # Inside our subtree: the subordinate holding a delegated prefix over it, if any.
+        holders = [p for p in Platform.objects.filter(is_self=False, is_superior=False)
+                   if identifiers.prefix_within(prefix, p.prefix)]
+        next_node = max(holders, key=lambda p: len(p.prefix), default=None)
+    elif node is not None:
+        next_node = Platform.objects.filter(is_superior=True).first()
+    if next_node is None:
+        return _ucri_problem(error_codes.UCRI_UNKNOWN, 404, f"no resource is registered as {ucri}")
+    location = f"{next_node.entity_id}/api/v1/resolve/{ucri}"
+    return _ucri_problem(error_codes.UCRI_REFERRAL, 404, f"{ucri} is not held here; ask {next_node.entity_id}",
+                         next_node=next_node.entity_id, location=location)
 
 
 def resolve_many(texts: Iterable[str]) -> dict[str, Resolution]:

@@ -123,6 +123,69 @@ def _normalize_entity_id(entity_id: str) -> str:
     return (entity_id or "").strip().rstrip("/")
 
 
+# Federation peers --------------------------------------------------------------------------------
+
+def platform_delegate(*, entity_id: str, prefix: str, actor: str = "system") -> Platform:
+    """Delegate ``prefix`` (directly under this node's) to a subordinate platform node."""
+    node = this_node()
+    entity_id = _normalize_entity_id(entity_id)
+    try:
+        prefix = identifiers.normalize_prefix(prefix)
+    except identifiers.UCRIError as exc:
+        raise invalid({"prefix": [str(exc)]}) from exc
+    parent, _, code = prefix.rpartition(".")
+    if parent != node.prefix:
+        raise invalid({"prefix": [f"a subordinate's prefix is one segment under this node's {node.prefix}"]})
+    if node.prefix == identifiers.ROOT:
+        if code.isdigit() and len(code) == 2:
+            if code not in _province_codes():
+                raise invalid({"prefix": [f"{code} is not a GB/T 2260 province code"]})
+            role = Platform.Role.PROVINCIAL
+        elif code.startswith("M"):
+            role = Platform.Role.MINISTERIAL
+        else:
+            raise ApplicationError(error_codes.PREFIX_RESERVED,
+                                   "under 86, platforms take two-digit province codes or codes starting with M",
+                                   status=409)
+    else:
+        role = Platform.Role.INDUSTRY
+    with transaction.atomic():
+        existing = Platform.objects.filter(entity_id=entity_id).first()
+        if existing is not None:
+            if existing.prefix == prefix and not existing.is_self:
+                return existing
+            raise ApplicationError(error_codes.PREFIX_TAKEN, f"{entity_id} is already known with prefix "
+                                   f"{existing.prefix}", status=409)
+        _delegate(prefix=prefix, parent=node.prefix, kind=Delegation.Kind.PLATFORM)
+        platform = Platform.objects.create(entity_id=entity_id, role=role, code=prefix[len("86."):], prefix=prefix,
+                                           name=f"CIR {role} node {prefix}")
+        audit.record(actor=actor, action="platform.delegated", target_type="platform", target_key=prefix,
+                     data={"entity_id": entity_id, "role": role})
+    return platform
+
+
+def platform_set_superior(*, entity_id: str, prefix: str, actor: str = "system") -> Platform:
+    """Record this node's superior (the node that owns the prefix above ours)."""
+    node = this_node()
+    entity_id = _normalize_entity_id(entity_id)
+    if entity_id == node.entity_id:
+        raise invalid({"entity_id": ["a node cannot be its own superior"]})
+    with transaction.atomic():
+        current = Platform.objects.filter(is_superior=True).first()
+        if current is not None and current.entity_id != entity_id:
+            raise ApplicationError("superior_already_set", f"this node's superior is {current.entity_id}", status=409)
+        superior, _ = Platform.objects.get_or_create(
+            entity_id=entity_id, defaults={"role": Platform.Role.NATIONAL if prefix == identifiers.ROOT
+                                           else Platform.Role.PROVINCIAL, "code": prefix[len("86."):],
+                                           "prefix": prefix, "name": f"superior {prefix}"})
+        if not superior.is_superior:
+            superior.is_superior = True
+            superior.save(update_fields=["is_superior"])
+            audit.record(actor=actor, action="platform.superior_set", target_type="platform", target_key=prefix,
+                         data={"entity_id": entity_id})
+    return superior
+
+
 # Providers ----------------------------------------------------------------------------------------
 
 def provider_approve(*, name: str, uscc: str, code: str, actor: str = "system") -> Provider:
