@@ -203,3 +203,11 @@ CELERY_BEAT_SCHEDULE = {
     "refresh-status-lists": {"task": "identity.tasks.refresh_status_lists", "schedule": 600.0},
     "purge-idempotency-records": {"task": "identity.tasks.purge_idempotency_records", "schedule": 3600.0},
 }
+
+# Federation: how identity learns other nodes' keys and scopes (client_id = entity ID, CONTRACT §6).
+CIR_NODE_CLIENT_LOOKUP = "federation.peers.node_client"
+CELERY_BEAT_SCHEDULE.update({
+    "federation-pull": {"task": "federation.tasks.pull_due_subordinates", "schedule": 30.0},
+    "federation-notify": {"task": "federation.tasks.notify_superior", "schedule": 10.0},
+    "federation-refresh": {"task": "federation.tasks.refresh_peers", "schedule": 3600.0},
+})

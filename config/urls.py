@@ -11,6 +11,7 @@ urlpatterns = [
     path("", registry_views.home, name="home"),
     path("r/<path:ucri>", registry_views.resolve_page, name="resolve-page"),
     path("", include("identity.urls")),
+    path("", include("federation.urls")),
     path("api/v1/", include("registry.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -17,7 +17,7 @@ from registry import services as registry_services
 from registry.models import Provider, Source
 from registry.services import this_node
 
-from . import crypto, keys, statuslists
+from . import crypto, keys, statuslists, tokens
 from .models import CredentialStatus, ProviderCredential, ProviderKey, Purpose
 
 STATUS_VALUES = {CredentialStatus.VALID: statuslists.VALID, CredentialStatus.SUSPENDED: statuslists.SUSPENDED,
@@ -204,6 +204,8 @@ def renew_due(*, now: dt.datetime | None = None) -> int:
 def authentication_keys(provider: Provider, *, now: dt.datetime | None = None) -> list[dict[str, Any]]:
     """Keys a provider may authenticate with: ``cnf.jwk`` of each valid, unexpired credential."""
     now = now or timezone.now()
+    if provider.source == Source.MIRROR:
+        return _mirrored_authentication_keys(provider, now)
     if provider.status != Provider.Status.ACTIVE:
         return []
     credentials = (ProviderCredential.objects.filter(provider=provider, status=CredentialStatus.VALID,
@@ -215,3 +217,19 @@ def authentication_keys(provider: Provider, *, now: dt.datetime | None = None) -
             seen.add(credential.key.kid)
             result.append(credential.key.jwk)
     return result
+
+
+def _mirrored_authentication_keys(provider: Provider, now: dt.datetime) -> list[dict[str, Any]]:
+    """A provider known through the feed: its credential was verified through the trust chain when it
+    arrived; its status follows the feed (CONTRACT §6, §8)."""
+    if not provider.credential or provider.effective_credential_status(now) != CredentialStatus.VALID:
+        return []
+    try:
+        claims = tokens.parse_unverified(provider.credential, tokens.PROVIDER_CREDENTIAL)[1]
+    except tokens.TokenError:
+        return []
+    jwk = (claims.get("cnf") or {}).get("jwk")
+    exp = claims.get("exp")
+    if not isinstance(jwk, dict) or not isinstance(exp, int) or exp <= now.timestamp():
+        return []
+    return [jwk]

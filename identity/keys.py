@@ -39,6 +39,9 @@ ROTATION_PERIOD = {
     Purpose.FEDERATION: dt.timedelta(days=365),
 }
 API_PURPOSES = (Purpose.ACCESS_TOKEN, Purpose.CREDENTIAL, Purpose.HANDOFF)
+# Federation keys are pinned by peers from entity configurations: announce a successor a day ahead
+# (CONTRACT §8 rollover), whatever the JWKS refresh interval.
+PUBLISH_AHEAD = {Purpose.FEDERATION: dt.timedelta(days=1)}
 
 
 def jwks_max_age() -> dt.timedelta:
@@ -153,7 +156,8 @@ def rotate(purpose: str, *, now: dt.datetime | None = None, force: bool = False,
     active = next((k for k in keys if k.activates_at <= now), None)
     if active is not None and not force and now - active.activates_at < ROTATION_PERIOD[purpose]:
         return None
-    activates_at = now + jwks_max_age() if active is not None else now
+    ahead = max(jwks_max_age(), PUBLISH_AHEAD.get(purpose, dt.timedelta(0)))
+    activates_at = now + ahead if active is not None else now
     return create_key(purpose, activates_at=activates_at, now=now, actor=actor)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import jwt
 from django.conf import settings
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from core import audit
 from registry import identifiers
@@ -72,7 +73,7 @@ def _find_client(client_id: str) -> _ClientRecord | None:
     try:
         prefix = identifiers.normalize_prefix(client_id)
     except identifiers.UCRIError:
-        return None
+        return _node_client(client_id)
     if prefix != client_id:
         return None
     provider = Provider.objects.filter(prefix=prefix).first()
@@ -82,6 +83,18 @@ def _find_client(client_id: str) -> _ClientRecord | None:
     if provider.source == "local":
         scopes.add("resources:write")  # only at its home node
     return _ClientRecord(prefix, credentials.authentication_keys(provider), frozenset(scopes), provider.pk)
+
+
+def _node_client(client_id: str) -> _ClientRecord | None:
+    """Other nodes authenticate with their federation keys; the federation app knows them."""
+    lookup = getattr(settings, "CIR_NODE_CLIENT_LOOKUP", None)
+    if not lookup:
+        return None
+    found = import_string(lookup)(client_id)
+    if found is None:
+        return None
+    jwks, scopes = found
+    return _ClientRecord(client_id, list(jwks), frozenset(scopes), None)
 
 
 def _unverified_client_id(assertion: str) -> str:

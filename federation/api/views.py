@@ -1,0 +1,156 @@
+"""Federation endpoints (CONTRACT §8). Errors use the OpenID Federation form (``error``,
+``error_description``), not problem details."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions
+from rest_framework.views import APIView
+
+from core.errors import ApplicationError
+from core.models import AuditEntry
+from identity import keys
+from identity.models import Purpose
+from registry.services import this_node
+
+from .. import entity, feed
+from ..models import Peer
+
+_OIDF_CODES = {401: "invalid_token", 403: "insufficient_scope", 404: "not_found", 405: "invalid_request",
+               429: "temporarily_unavailable", 503: "temporarily_unavailable"}
+
+
+def oidf_error(status: int, error: str, description: str, headers: dict[str, str] | None = None) -> JsonResponse:
+    response = JsonResponse({"error": error, "error_description": description}, status=status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def _oidf_exception_handler(exc, context):
+    if isinstance(exc, ApplicationError):
+        return oidf_error(exc.status, "invalid_request" if exc.status == 400 else _OIDF_CODES.get(exc.status, exc.code),
+                          exc.detail)
+    if isinstance(exc, exceptions.APIException):
+        status = exc.status_code
+        headers = {}
+        if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+            status = 401
+            headers["WWW-Authenticate"] = 'Bearer realm="cir"'
+        return oidf_error(status, _OIDF_CODES.get(status, "invalid_request"), str(exc.detail), headers)
+    return None
+
+
+class FederationView(APIView):
+    def get_exception_handler(self):
+        return _oidf_exception_handler
+
+
+class PublicFederationView(FederationView):
+    authentication_classes: list = []
+
+
+def _jwt_response(token: str, media_type: str) -> HttpResponse:
+    return HttpResponse(token, content_type=f"application/{media_type}")
+
+
+def _single(request, name: str, *, required: bool = True) -> str | None:
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise ApplicationError("invalid_request", f"{name} is repeated")
+    if not values or not values[0]:
+        if required:
+            raise ApplicationError("invalid_request", f"{name} is required")
+        return None
+    return values[0]
+
+
+class EntityConfigurationView(PublicFederationView):
+    @extend_schema(operation_id="entity_configuration", responses={200: OpenApiTypes.STR})
+    def get(self, request):
+        return _jwt_response(entity.configuration(), "entity-statement+jwt")
+
+
+class FetchView(PublicFederationView):
+    @extend_schema(operation_id="federation_fetch", parameters=[OpenApiParameter("sub", str, required=True)],
+                   responses={200: OpenApiTypes.STR})
+    def get(self, request):
+        sub = _single(request, "sub")
+        if set(request.query_params) - {"sub"}:
+            return oidf_error(400, "unsupported_parameter", "only sub is supported")
+        peer = Peer.objects.filter(entity_id=sub.rstrip("/"), relation=Peer.Relation.SUBORDINATE).first()
+        if peer is None:
+            return oidf_error(404, "not_found", f"{sub} is not a subordinate of this entity")
+        return _jwt_response(entity.subordinate_statement(peer), "entity-statement+jwt")
+
+
+class ListView(PublicFederationView):
+    @extend_schema(operation_id="federation_list", responses={200: OpenApiTypes.OBJECT})
+    def get(self, request):
+        if set(request.query_params) - {"entity_type"}:
+            return oidf_error(400, "unsupported_parameter", "only entity_type is supported")
+        subordinates = Peer.objects.filter(relation=Peer.Relation.SUBORDINATE).order_by("entity_id")
+        return JsonResponse([p.entity_id for p in subordinates], safe=False)
+
+
+class SignedJwksView(PublicFederationView):
+    @extend_schema(operation_id="signed_jwks", responses={200: OpenApiTypes.STR})
+    def get(self, request):
+        response = _jwt_response(entity.signed_jwks(), "jwk-set+jwt")
+        response["Cache-Control"] = f"public, max-age={settings.CIR_JWKS_MAX_AGE}"
+        return response
+
+
+class ChangeFeedView(FederationView):
+    required_scopes = "federation:sync"
+
+    @extend_schema(operation_id="change_feed", parameters=[OpenApiParameter("after", int),
+                                                           OpenApiParameter("limit", int)],
+                   responses={200: OpenApiTypes.STR})
+    def get(self, request):
+        if set(request.query_params) - {"after", "limit"}:
+            return oidf_error(400, "unsupported_parameter", "only after and limit are supported")
+        try:
+            after = int(_single(request, "after", required=False) or 0)
+            limit = int(_single(request, "limit", required=False) or 100)
+        except ValueError:
+            return oidf_error(400, "invalid_request", "after and limit are integers")
+        if after < 0 or not 1 <= limit <= feed.MAX_LIMIT:
+            return oidf_error(400, "invalid_request", f"after >= 0 and 1 <= limit <= {feed.MAX_LIMIT}")
+        return _jwt_response(feed.signed_page(after, limit), "change-page+jwt")
+
+
+class NotifyView(FederationView):
+    required_scopes = "federation:notify"
+
+    @extend_schema(operation_id="federation_notify", request=OpenApiTypes.OBJECT, responses={202: OpenApiTypes.OBJECT})
+    def post(self, request):
+        from .. import sync
+
+        body = request.data
+        seq = body.get("seq") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or set(body) != {"seq"} or isinstance(seq, bool) or not isinstance(seq, int) \
+                or seq < 0:
+            return oidf_error(400, "invalid_request", 'the body is {"seq": <non-negative integer>}')
+        peer = Peer.objects.filter(entity_id=request.user.client_id, relation=Peer.Relation.SUBORDINATE).first()
+        if peer is None:
+            return oidf_error(403, "insufficient_scope", "only a subordinate may notify")
+        sync.request_pull(peer, seq)
+        return JsonResponse({"accepted": True}, status=202)
+
+
+class AuditCheckpointView(PublicFederationView):
+    @extend_schema(operation_id="audit_checkpoint_latest", responses={200: OpenApiTypes.STR})
+    def get(self, request):
+        head = AuditEntry.objects.order_by("-seq").first()
+        now = int(timezone.now().timestamp())
+        from core.audit import GENESIS_HASH
+
+        claims = {"iss": this_node().entity_id, "iat": now, "seq": head.seq if head else 0,
+                  "head": head.hash if head else GENESIS_HASH}
+        token = keys.sign(Purpose.CREDENTIAL, claims, typ="audit-checkpoint+jwt").token
+        return _jwt_response(token, "audit-checkpoint+jwt")

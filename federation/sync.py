@@ -1,0 +1,246 @@
+"""The change-feed consumer (CONTRACT §8): pull a subordinate's signed pages, verify them, apply what
+lies inside its delegation, keep the cursor in the same transaction, and notify our superior.
+
+A page is applied in one transaction together with the new cursor, so a crash (or a killed worker)
+mid-page rolls everything back and the next pull re-reads the same page; application is idempotent
+(highest version wins), so nothing is lost or duplicated. A page that fails verification changes
+nothing but the peer's error state and a violation entry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from core import outbox
+from identity import tokens
+from registry import identifiers, mirror
+from registry.services import this_node
+
+from . import chains, clients
+from .models import Peer, Violation
+
+log = logging.getLogger(__name__)
+PAGE_SIZE = 500
+OPS = ("upsert", "retire")
+_token_cache: dict[tuple[str, str], tuple[str, float]] = {}
+
+
+class PageError(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass
+class PullReport:
+    peer: str
+    pages: int = 0
+    applied: int = 0
+    stale: int = 0
+    skipped_unknown: int = 0
+    violations: int = 0
+    error: str | None = None
+    cursor: int = 0
+    busy: bool = False
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def _token(token_endpoint: str, scope: str) -> str:
+    cached = _token_cache.get((token_endpoint, scope))
+    if cached and cached[1] > time.monotonic() + 30:
+        return cached[0]
+    token = clients.access_token(token_endpoint, this_node().entity_id, scope)
+    _token_cache[(token_endpoint, scope)] = (token, time.monotonic() + 240)
+    return token
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def verify_page(raw: str, peer: Peer, *, after: int) -> dict[str, Any]:
+    """Signature (the peer's pinned federation keys), typ, times, and the page's own consistency."""
+    try:
+        claims = tokens.verify(raw, tokens.CHANGE_PAGE, keys=lambda kid: peer.jwks, issuer=peer.entity_id).claims
+    except tokens.TokenError as exc:
+        raise PageError(f"page_{exc.reason}", str(exc)) from exc
+    if not (isinstance(claims.get("epoch"), str) and claims["epoch"] and _int(claims.get("after"))
+            and _int(claims.get("next")) and isinstance(claims.get("has_more"), bool)
+            and isinstance(claims.get("changes"), list)):
+        raise PageError("malformed_page", "a page has epoch, after, next, has_more and changes")
+    changes = claims["changes"]
+    if claims["after"] != after and claims["epoch"] == (peer.epoch or claims["epoch"]):
+        raise PageError("page_mismatch", f"asked for changes after {after}, got a page after {claims['after']}")
+    previous = claims["after"]
+    for change in changes:
+        if not isinstance(change, dict) or not _int(change.get("seq")) or change["seq"] <= previous:
+            raise PageError("non_monotonic", f"seq must increase strictly after {previous}")
+        previous = change["seq"]
+    if claims["next"] != (changes[-1]["seq"] if changes else claims["after"]):
+        raise PageError("malformed_page", "next must be the last seq of the page")
+    if len(changes) > 1000:
+        raise PageError("malformed_page", "a page holds at most 1000 changes")
+    return claims
+
+
+def _shape_problem(change: Mapping[str, Any]) -> str | None:
+    if not isinstance(change.get("type"), str) or change.get("op") not in OPS:
+        return "an entry has a type and an op of upsert or retire"
+    if not isinstance(change.get("key"), str) or not isinstance(change.get("authority"), str) \
+            or not isinstance(change.get("record"), dict):
+        return "an entry has a string key and authority and an object record"
+    return None
+
+
+def _record_violation(peer: Peer, change: Mapping[str, Any] | None, reason: str, detail: str) -> None:
+    change = change or {}
+    Violation.objects.create(peer=peer, seq=change.get("seq") if _int(change.get("seq")) else None,
+                             type=str(change.get("type", ""))[:32], key=str(change.get("key", ""))[:255],
+                             reason=reason[:64], detail=detail[:2000],
+                             record=change.get("record") if isinstance(change.get("record"), dict) else None)
+
+
+def apply_page(peer: Peer, claims: Mapping[str, Any], report: PullReport,
+               verify_credential: Callable[[Mapping[str, Any]], None] | None) -> None:
+    """Apply a verified page's changes; the caller holds the transaction and saves the cursor."""
+    now = timezone.now()
+    for change in claims["changes"]:
+        problem = _shape_problem(change)
+        if problem is not None:
+            _record_violation(peer, change, "malformed_entry", problem)
+            report.violations += 1
+            continue
+        if change["type"] not in mirror.KNOWN_TYPES:
+            report.skipped_unknown += 1  # the feed may grow: skip and count, never fail
+            continue
+        try:
+            prefix = mirror.key_prefix(change)
+            if not any(identifiers.prefix_within(prefix, delegated) for delegated in peer.prefixes):
+                raise mirror.MirrorViolation("outside_delegation",
+                                             f"{prefix} lies outside {', '.join(peer.prefixes)}")
+            outcome = mirror.apply(change, now=now, verify_credential=verify_credential)
+        except mirror.MirrorViolation as exc:
+            _record_violation(peer, change, exc.reason, exc.detail)
+            report.violations += 1
+            report.reasons[exc.reason] = report.reasons.get(exc.reason, 0) + 1
+            continue
+        if outcome == mirror.APPLIED:
+            report.applied += 1
+        else:
+            report.stale += 1
+
+
+def _fail(peer: Peer, report: PullReport, reason: str, detail: str) -> PullReport:
+    with transaction.atomic():
+        locked = Peer.objects.select_for_update().get(pk=peer.pk)
+        _record_violation(locked, None, reason, detail)
+        locked.last_error = f"{reason}: {detail}"[:2000]
+        locked.consecutive_failures += 1
+        locked.last_pull_at = timezone.now()
+        locked.violations += 1
+        locked.save()
+    report.error = f"{reason}: {detail}"
+    report.violations += 1
+    log.warning("pull from %s failed: %s", peer.entity_id, report.error)
+    return report
+
+
+def pull(peer: Peer, *, page_size: int = PAGE_SIZE, max_pages: int | None = None,
+         on_page: Callable[[PullReport, int], None] | None = None) -> PullReport:
+    """Pull pages from ``peer`` until it has no more (or ``max_pages``)."""
+    report = PullReport(peer=peer.entity_id, cursor=peer.cursor)
+    try:
+        chains.refresh_peer(peer)
+    except (chains.ChainError, clients.PeerError) as exc:
+        return _fail(peer, report, getattr(exc, "reason", "configuration"), str(exc))
+    peer.refresh_from_db()
+    verify_credential = chains.credential_verifier()
+    while max_pages is None or report.pages < max_pages:
+        try:
+            with transaction.atomic():
+                locked = Peer.objects.select_for_update(skip_locked=True).filter(pk=peer.pk).first()
+                if locked is None:
+                    report.busy = True  # another worker is pulling this peer
+                    return report
+                token = _token(locked.metadata["token_endpoint"], "federation:sync")
+                raw = clients.change_page(locked.metadata["change_feed_endpoint"], token, after=locked.cursor,
+                                          limit=page_size)
+                claims = verify_page(raw, locked, after=locked.cursor)
+                if locked.epoch and claims["epoch"] != locked.epoch:
+                    # The origin's history restarted: re-read from 0; application is idempotent.
+                    log.warning("%s changed epoch %s -> %s; re-reading", locked.entity_id, locked.epoch,
+                                claims["epoch"])
+                    locked.epoch, locked.cursor = claims["epoch"], 0
+                    locked.save(update_fields=["epoch", "cursor"])
+                    continue
+                apply_page(locked, claims, report, verify_credential)
+                locked.epoch = claims["epoch"]
+                locked.cursor = claims["next"]
+                locked.origin_head = max(locked.origin_head, claims["next"])
+                now = timezone.now()
+                locked.last_pull_at = locked.last_success_at = now
+                locked.last_error, locked.consecutive_failures = "", 0
+                locked.applied += report.applied - (locked.applied and 0)
+                locked.save()
+                report.pages += 1
+                report.cursor = locked.cursor
+        except PageError as exc:
+            return _fail(peer, report, exc.reason, exc.detail)
+        except clients.PeerError as exc:
+            return _fail(peer, report, exc.reason, str(exc))
+        if on_page is not None:
+            on_page(report, peer.origin_head)
+        if not claims["has_more"]:
+            break
+    _store_counters(peer, report)
+    return report
+
+
+def _store_counters(peer: Peer, report: PullReport) -> None:
+    from django.db.models import F
+
+    Peer.objects.filter(pk=peer.pk).update(applied=F("applied") + report.applied, stale=F("stale") + report.stale,
+                                           skipped_unknown=F("skipped_unknown") + report.skipped_unknown,
+                                           violations=F("violations") + report.violations)
+
+
+def pull_all(**kwargs: Any) -> list[PullReport]:
+    return [pull(peer, **kwargs) for peer in Peer.objects.filter(relation=Peer.Relation.SUBORDINATE)]
+
+
+def request_pull(peer: Peer, seq: int) -> None:
+    """A subordinate said it has changes up to ``seq``: pull soon (a task where a broker exists)."""
+    Peer.objects.filter(pk=peer.pk).update(pull_requested_at=timezone.now())
+    Peer.objects.filter(pk=peer.pk, origin_head__lt=seq).update(origin_head=seq)
+    if settings.CELERY_BROKER_URL:
+        from .tasks import pull_subordinate
+
+        transaction.on_commit(lambda: pull_subordinate.delay(peer.pk))
+    # Without a broker, cir_sync --loop picks the request up: never pull inside this request.
+
+
+def notify_superior() -> bool:
+    """Tell our superior our feed has grown (CONTRACT §8 notify). Returns True when a notify was sent."""
+    superior = Peer.objects.filter(relation=Peer.Relation.SUPERIOR).first()
+    head = outbox.head()
+    if superior is None or head <= superior.notified_seq or "notify_endpoint" not in superior.metadata:
+        return False
+    token = _token(superior.metadata["token_endpoint"], "federation:notify")
+    clients.notify(superior.metadata["notify_endpoint"], token, head)
+    Peer.objects.filter(pk=superior.pk, notified_seq__lt=head).update(notified_seq=head)
+    return True
+
+
+def due_for_pull(peer: Peer, *, interval: dt.timedelta) -> bool:
+    if peer.pull_requested_at and (peer.last_pull_at is None or peer.pull_requested_at >= peer.last_pull_at):
+        return True
+    return peer.last_pull_at is None or timezone.now() - peer.last_pull_at >= interval

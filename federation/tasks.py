@@ -1,0 +1,48 @@
+"""Federation background work (Celery): each task calls one service and retries with backoff."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from celery import shared_task
+
+from . import chains, clients, sync
+from .models import Peer
+
+PULL_INTERVAL = dt.timedelta(seconds=60)
+
+
+@shared_task(acks_late=True)
+def pull_subordinate(peer_id: int) -> dict:
+    peer = Peer.objects.filter(pk=peer_id, relation=Peer.Relation.SUBORDINATE).first()
+    if peer is None:
+        return {"skipped": "no such subordinate"}
+    report = sync.pull(peer)
+    return {"peer": report.peer, "pages": report.pages, "applied": report.applied, "error": report.error}
+
+
+@shared_task
+def pull_due_subordinates() -> int:
+    """Periodic catch-up: every subordinate is pulled at least each PULL_INTERVAL, sooner when notified."""
+    due = [p.pk for p in Peer.objects.filter(relation=Peer.Relation.SUBORDINATE)
+           if sync.due_for_pull(p, interval=PULL_INTERVAL)]
+    for peer_id in due:
+        pull_subordinate.delay(peer_id)
+    return len(due)
+
+
+@shared_task(autoretry_for=(clients.PeerError,), retry_backoff=True, max_retries=5)
+def notify_superior() -> bool:
+    return sync.notify_superior()
+
+
+@shared_task
+def refresh_peers() -> int:
+    refreshed = 0
+    for peer in Peer.objects.all():
+        try:
+            chains.refresh_peer(peer, force=True)
+            refreshed += 1
+        except (chains.ChainError, clients.PeerError):
+            continue  # the next pull records the error on the peer
+    return refreshed

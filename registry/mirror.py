@@ -1,0 +1,266 @@
+"""Applying another node's changes to our catalog as mirrored records (CONTRACT §8).
+
+Each change is validated as strictly as a local write, applied idempotently (the highest ``version``
+per key wins; a retired resource stays retired; a local record is never overwritten) and, when
+applied, relayed through our own outbox so our superior receives it too. The caller (federation)
+has already checked the page's signature and that the key lies inside the origin's prefixes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils.dateparse import parse_datetime
+
+from core import outbox
+
+from . import identifiers, records
+from .models import Downtime, Provider, Resource, Site, Source
+from .reference import hub_for_province
+from .validators import validate_endpoints, validate_province, validate_uscc
+
+APPLIED, STALE = "applied", "stale"
+KNOWN_TYPES = ("provider", "site", "resource", "downtime")
+CREDENTIAL_STATUSES = (None, "valid", "suspended", "revoked")
+
+
+class MirrorViolation(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _violation(reason: str, detail: str) -> MirrorViolation:
+    return MirrorViolation(reason, detail)
+
+
+def _time(value: Any, name: str, *, required: bool = True) -> dt.datetime | None:
+    if value is None and not required:
+        return None
+    parsed = parse_datetime(value) if isinstance(value, str) else None
+    if parsed is None or parsed.tzinfo is None:
+        raise _violation("invalid_record", f"{name} must be an RFC 3339 time with an offset")
+    return parsed
+
+
+def _version(change: Mapping[str, Any]) -> int:
+    version = change.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise _violation("invalid_record", "version must be a positive integer")
+    record_version = change["record"].get("version")
+    if record_version != version:
+        raise _violation("invalid_record", "the record's version differs from the entry's")
+    return version
+
+
+def _clean(instance, exclude: list[str]) -> None:
+    try:
+        instance.full_clean(exclude=exclude, validate_unique=False, validate_constraints=False)
+    except ValidationError as exc:
+        raise _violation("invalid_record", "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()))
+
+
+def key_prefix(change: Mapping[str, Any]) -> str:
+    """The prefix a change's key lies in, which the consumer checks against the origin's delegation."""
+    kind, key, record = change["type"], change["key"], change["record"]
+    if kind == "resource":
+        try:
+            canonical = identifiers.canonicalize(key)
+        except identifiers.UCRIError as exc:
+            raise _violation("invalid_key", f"{key!r} is not a UCRI") from exc
+        if canonical != key:
+            raise _violation("invalid_key", "a feed key must be the canonical UCRI")
+        return identifiers.prefix_of(key)
+    prefix = key if kind == "provider" else record.get("provider")
+    if not isinstance(prefix, str) or not identifiers.is_prefix(prefix):
+        raise _violation("invalid_key", f"{kind} {key!r} names no valid provider prefix")
+    return prefix
+
+
+def _mirrored_provider(prefix: str) -> Provider:
+    provider = Provider.objects.filter(prefix=prefix).first()
+    if provider is None:
+        raise _violation("unknown_reference", f"provider {prefix} has not been mirrored yet")
+    if provider.source == Source.LOCAL:
+        raise _violation("local_record", f"provider {prefix} is this node's own")
+    return provider
+
+
+def _apply_provider(change, record, authority: str, now: dt.datetime,
+                    verify_credential: Callable[[Mapping[str, Any]], None] | None) -> str:
+    prefix, version = change["key"], _version(change)
+    if record.get("prefix") != prefix:
+        raise _violation("invalid_record", "the record's prefix differs from the key")
+    existing = Provider.objects.select_for_update().filter(prefix=prefix).first()
+    if existing is not None and existing.source == Source.LOCAL:
+        raise _violation("local_record", f"provider {prefix} is this node's own")
+    if existing is not None and existing.version >= version:
+        return STALE
+    if record.get("credential_status") not in CREDENTIAL_STATUSES:
+        raise _violation("invalid_record", "credential_status must be valid, suspended, revoked or null")
+    credential = record.get("credential") or ""
+    if not isinstance(credential, str):
+        raise _violation("invalid_record", "credential must be a compact JWS or null")
+    if credential and verify_credential is not None:
+        verify_credential(record)
+    try:
+        uscc = validate_uscc(record.get("uscc") or "")
+    except ValidationError as exc:
+        raise _violation("invalid_record", f"uscc: {' '.join(exc.messages)}") from exc
+    provider = existing or Provider(prefix=prefix, code=prefix.rpartition(".")[2], source=Source.MIRROR)
+    provider.name, provider.uscc, provider.status = record.get("name"), uscc, record.get("status")
+    provider.credential, provider.credential_status = credential, record.get("credential_status")
+    provider.credential_expires_at = _time(record.get("credential_expires_at"), "credential_expires_at",
+                                           required=False)
+    provider.version, provider.authority, provider.synced_at = version, authority, now
+    _clean(provider, exclude=["prefix", "code"])
+    provider.save()
+    return APPLIED
+
+
+def _apply_site(change, record, authority: str, now: dt.datetime) -> str:
+    version = _version(change)
+    try:
+        site_id = uuid.UUID(change["key"])
+    except (ValueError, TypeError) as exc:
+        raise _violation("invalid_key", "a site key is a UUID") from exc
+    if record.get("id") != str(site_id):
+        raise _violation("invalid_record", "the record's id differs from the key")
+    provider = _mirrored_provider(record["provider"])
+    existing = Site.objects.select_for_update().filter(pk=site_id).first()
+    if existing is not None and (existing.source == Source.LOCAL or existing.provider_id != provider.pk):
+        raise _violation("local_record" if existing.source == Source.LOCAL else "invalid_record",
+                         f"site {site_id} belongs elsewhere")
+    if existing is not None and existing.version >= version:
+        return STALE
+    site = existing or Site(id=site_id, provider=provider, source=Source.MIRROR)
+    for name in ("name", "province", "pue", "wue", "cue", "green_ratio", "rack_availability"):
+        setattr(site, name, record.get(name))
+    try:
+        validate_province(site.province)
+    except ValidationError as exc:
+        raise _violation("invalid_record", f"province: {' '.join(exc.messages)}") from exc
+    site.hub = hub_for_province(site.province)
+    if record.get("hub") != site.hub:
+        raise _violation("invalid_record", f"hub {record.get('hub')!r} disagrees with province {site.province}")
+    site.version, site.authority, site.synced_at = version, authority, now
+    _clean(site, exclude=["provider", "hub"])
+    site.save()
+    Resource.objects.filter(site=site).update(province=site.province, hub=site.hub, pue=site.pue,
+                                              green_ratio=site.green_ratio)
+    return APPLIED
+
+
+def _apply_resource(change, record, authority: str, now: dt.datetime) -> str:
+    ucri, version = change["key"], _version(change)
+    if record.get("ucri") != ucri:
+        raise _violation("invalid_record", "the record's ucri differs from the key")
+    provider = _mirrored_provider(record.get("provider"))
+    if identifiers.prefix_of(ucri) != provider.prefix:
+        raise _violation("invalid_record", f"{ucri} is not under its provider's prefix {provider.prefix}")
+    existing = Resource.objects.select_for_update().filter(ucri=ucri).first()
+    if existing is not None and existing.source == Source.LOCAL:
+        raise _violation("local_record", f"{ucri} is this node's own")
+    if existing is not None and (existing.is_retired or existing.version >= version):
+        return STALE  # retirement is final; older or equal versions change nothing
+    status = record.get("status")
+    if (change["op"] == "retire") != (status == Resource.Status.RETIRED):
+        raise _violation("invalid_record", "op retire goes with status retired, and only with it")
+    try:
+        site = Site.objects.filter(pk=uuid.UUID(str(record.get("site_id"))), provider=provider).first()
+    except ValueError:
+        site = None
+    if site is None:
+        raise _violation("unknown_reference", f"site {record.get('site_id')} of {provider.prefix} is not mirrored")
+    resource = existing or Resource(ucri=ucri, provider=provider, source=Source.MIRROR)
+    for name in records.RESOURCE_FIELDS:
+        if name not in ("site_id", "endpoints"):
+            setattr(resource, name, record.get(name))
+    try:
+        resource.endpoints = validate_endpoints(record.get("endpoints"))
+    except ValidationError as exc:
+        raise _violation("invalid_record", f"endpoints: {' '.join(exc.messages)}") from exc
+    resource.site = site
+    resource.retired_at = _time(record.get("retired_at"), "retired_at", required=status == Resource.Status.RETIRED)
+    resource.version, resource.authority, resource.synced_at = version, authority, now
+    resource.province, resource.hub, resource.pue, resource.green_ratio = (
+        site.province, site.hub, site.pue, site.green_ratio)
+    _clean(resource, exclude=["provider", "site", "ucri", "province", "pue", "green_ratio"])
+    if resource.price_unit == Resource.PriceUnit.NODE and not resource.node_count:
+        raise _violation("invalid_record", "node_count is required when price_unit is node")
+    resource.save()
+    updated_at = _time(record.get("updated_at"), "updated_at", required=False)
+    if updated_at is not None:
+        Resource.objects.filter(pk=resource.pk).update(updated_at=updated_at)
+    return APPLIED
+
+
+def _apply_downtime(change, record, authority: str, now: dt.datetime) -> str:
+    version = _version(change)
+    try:
+        downtime_id = uuid.UUID(change["key"])
+    except (ValueError, TypeError) as exc:
+        raise _violation("invalid_key", "a downtime key is a UUID") from exc
+    provider = _mirrored_provider(record.get("provider"))
+    existing = Downtime.objects.select_for_update(of=("self",)).filter(pk=downtime_id).first()
+    if existing is not None and (existing.source == Source.LOCAL or existing.provider_id != provider.pk):
+        raise _violation("local_record", f"downtime {downtime_id} belongs elsewhere")
+    if existing is not None and existing.version >= version:
+        return STALE
+    if change["op"] == "retire":
+        if existing is None:
+            return STALE
+        existing.delete()
+        return APPLIED
+    downtime = existing or Downtime(id=downtime_id, provider=provider, source=Source.MIRROR)
+    target_ucri, target_site = record.get("resource"), record.get("site_id")
+    if bool(target_ucri) == bool(target_site):
+        raise _violation("invalid_record", "a downtime names exactly one of resource or site_id")
+    if target_ucri:
+        downtime.resource = Resource.objects.filter(ucri=target_ucri, provider=provider).first()
+        downtime.site = None
+        if downtime.resource is None:
+            raise _violation("unknown_reference", f"resource {target_ucri} is not mirrored")
+    else:
+        downtime.site = Site.objects.filter(pk=target_site, provider=provider).first()
+        downtime.resource = None
+        if downtime.site is None:
+            raise _violation("unknown_reference", f"site {target_site} is not mirrored")
+    downtime.start, downtime.end = _time(record.get("start"), "start"), _time(record.get("end"), "end")
+    if downtime.end <= downtime.start:
+        raise _violation("invalid_record", "end must be after start")
+    downtime.classification, downtime.reason = record.get("classification"), record.get("reason") or ""
+    downtime.version, downtime.authority, downtime.synced_at = version, authority, now
+    _clean(downtime, exclude=["provider", "resource", "site"])
+    downtime.save()
+    return APPLIED
+
+
+def apply(change: Mapping[str, Any], *, now: dt.datetime,
+          verify_credential: Callable[[Mapping[str, Any]], None] | None = None) -> str:
+    """Apply one validated-in-shape change; returns APPLIED or STALE, raises ``MirrorViolation``.
+
+    Runs in a savepoint: a violation leaves nothing behind. An applied change is relayed.
+    """
+    kind, record, authority = change["type"], change["record"], change["authority"]
+    if kind not in KNOWN_TYPES:
+        raise ValueError(f"unknown type {kind}")
+    with transaction.atomic():
+        if kind == "provider":
+            outcome = _apply_provider(change, record, authority, now, verify_credential)
+        elif kind == "site":
+            outcome = _apply_site(change, record, authority, now)
+        elif kind == "resource":
+            outcome = _apply_resource(change, record, authority, now)
+        else:
+            outcome = _apply_downtime(change, record, authority, now)
+        if outcome == APPLIED:
+            outbox.append(outbox.Change(kind, change["op"], change["key"], change.get("version"), authority,
+                                        dict(record)))
+    return outcome
