@@ -18,6 +18,8 @@ def pull_subordinate(peer_id: int) -> dict:
     if peer is None:
         return {"skipped": "no such subordinate"}
     report = sync.pull(peer)
+    if report.applied:
+        notify_superior.delay()  # relay upward without waiting for beat
     return {"peer": report.peer, "pages": report.pages, "applied": report.applied, "error": report.error}
 
 

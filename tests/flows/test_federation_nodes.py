@@ -1,0 +1,153 @@
+"""Three real nodes (national, provincial 86.52, industry 86.52.IND1): separate PostgreSQL databases,
+gunicorn on 127.0.0.1 ports, a Celery worker each on Redis. Catalog changes flow up through the relay."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from identity import crypto
+from tests.support.auth import Machine
+from tests.support.factories import valid_uscc
+from tests.support.nodes import create_node, eventually, join, resolve
+
+pytestmark = pytest.mark.federation
+
+CREATE_RESOURCE = """
+import json
+from registry import services
+from registry.models import Provider
+provider = Provider.objects.get(prefix="{prefix}")
+site = services.site_create(provider=provider, data=dict(name="Gui'an Industrial DC", province="52", pue=1.18,
+                            green_ratio=0.62, rack_availability=0.4))
+resource = services.resource_create(provider=provider, data=dict(local_id="ind-a100-01", name="A100 pool",
+    kind="intelligent", site_id=str(site.id), accelerator="GPU", accelerator_model="A100 SXM 80GB",
+    accelerator_count=64, node_count=8, fp16_tflops=19968.0, price_per_hour="8.5", price_unit="card",
+    endpoints=[dict(type="slurm", url="https://slurm.ind1.example/slurmrestd")]))
+print(json.dumps({{"ucri": resource.ucri, "site": str(site.id)}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def federation():
+    national = create_node("national", role="national", redis_db=11)
+    provincial = create_node("gz", role="provincial", code="52", redis_db=12)
+    industry = create_node("ind1", role="industry", code="52.IND1", redis_db=13)
+    nodes = [national, provincial, industry]
+    try:
+        for node in nodes:
+            node.start_server()
+        join(provincial, national, anchor=national, prefix="86.52")
+        join(industry, provincial, anchor=national, prefix="86.52.IND1")
+        for node in nodes:
+            node.start_worker()
+        yield national, provincial, industry
+    finally:
+        for node in nodes:
+            node.drop()
+
+
+def _sync_up(industry, provincial) -> None:
+    # The industry node announces its new changes (beat does this every few seconds in production);
+    # the provincial worker pulls on notify and, having applied changes, notifies the national node.
+    industry.manage("cir_sync", "--once", "--json")
+
+
+def test_entity_configuration_and_chain_endpoints(federation):
+    national, provincial, industry = federation
+    assert national.get("/federation/list").json() == [provincial.url]
+    assert provincial.get("/federation/list").json() == [industry.url]
+    statement = provincial.get("/federation/fetch", params={"sub": industry.url})
+    assert statement.headers["Content-Type"] == "application/entity-statement+jwt"
+    missing = provincial.get("/federation/fetch", params={"sub": "http://127.0.0.1:1"})
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    assert national.get("/federation/changes").json()["error"] == "invalid_token"
+
+
+def test_a_resource_registered_at_the_industry_node_resolves_at_the_national_node(federation):
+    national, provincial, industry = federation
+    onboarded = industry.manage("cir_provider_add", "--name", "Gui'an Industrial Compute", "--uscc",
+                                valid_uscc(5201), "--code", "GAI", "--json")
+    prefix = onboarded["prefix"]
+    assert prefix == "86.52.IND1.GAI"
+    created = json.loads(industry.shell(CREATE_RESOURCE.format(prefix=prefix)).strip().splitlines()[-1])
+    ucri = created["ucri"]
+    # Before sync, the national node refers the UCRI down the tree.
+    referral = resolve(national, ucri)
+    assert referral.status_code == 404 and referral.json()["code"] == "ucri_referral"
+    assert referral.json()["next_node"] == provincial.url
+
+    _sync_up(industry, provincial)
+    eventually(lambda: resolve(national, ucri).status_code == 200, what="the resource to reach the national node",
+               nodes=[national, provincial, industry])
+    record = resolve(national, ucri).json()
+    assert record["source"] == "mirror" and record["synced_at"]
+    assert record["authority"] == industry.url
+    assert record["provider"]["credential_status"] == "valid"
+    assert record["site"]["pue"] == 1.18
+    assert resolve(provincial, ucri).json()["source"] == "mirror"
+
+    # A site's PUE change reaches the national record (and its ETag).
+    etag = resolve(national, ucri).headers["ETag"]
+    industry.shell(f"""
+from registry import services
+from registry.models import Site
+services.site_update(site=Site.objects.get(pk="{created['site']}"), data=dict(pue=1.11))
+""")
+    _sync_up(industry, provincial)
+    eventually(lambda: resolve(national, ucri).json()["site"]["pue"] == 1.11, what="the PUE change to arrive",
+               nodes=[national, provincial, industry])
+    assert resolve(national, ucri).headers["ETag"] != etag
+
+    # A higher version wins; a retirement arrives as a tombstone and is final.
+    industry.shell(f"""
+from registry import services
+from registry.models import Resource
+r = Resource.objects.get(ucri="{ucri}")
+services.resource_update(resource=r, data=dict(price_per_hour="7.5"))
+services.resource_retire(resource=Resource.objects.get(ucri="{ucri}"))
+""")
+    _sync_up(industry, provincial)
+    eventually(lambda: resolve(national, ucri).status_code == 410, what="the tombstone to arrive",
+               nodes=[national, provincial, industry])
+    tombstone = resolve(national, ucri).json()["record"]
+    assert tombstone["status"] == "retired" and tombstone["version"] == 3 and tombstone["price_per_hour"] == 7.5
+
+    # Replaying every page from the start changes nothing: the retired UCRI is never revived.
+    before = national.shell("from core.models import OutboxEntry; print(OutboxEntry.objects.count())").strip()
+    national.shell("from federation.models import Peer; Peer.objects.update(cursor=0)")
+    report = national.manage("cir_sync", "--once", "--json")
+    assert report["peers"][0]["applied"] == 0 and report["peers"][0]["stale"] > 0
+    assert report["peers"][0]["violations"] == 0
+    assert resolve(national, ucri).status_code == 410
+    assert national.shell("from core.models import OutboxEntry; print(OutboxEntry.objects.count())").strip() == before
+
+
+def test_the_national_node_serves_discovery_over_mirrors(federation):
+    national, _, industry = federation
+    industry.manage("cir_provider_add", "--name", "Discovery Co", "--uscc", valid_uscc(5202), "--code", "DSC",
+                    "--json")
+    industry.shell(CREATE_RESOURCE.format(prefix="86.52.IND1.DSC"))
+    _sync_up(industry, None)
+    client = national.manage("shell", "-v0", "-c", """
+from identity import crypto, oauth
+import json
+key = crypto.generate_private_key()
+oauth.register_client(client_id="sched", jwks=[crypto.public_jwk(key)], scopes=["resources:read"], provider=None,
+                      actor="test")
+print(json.dumps(crypto.private_jwk(key)))
+""")
+    private_jwk = json.loads(client.strip().splitlines()[-1])
+    machine = Machine("sched", crypto.load_private_jwk(private_jwk))
+    token = requests.post(f"{national.url}/oauth/token", data={
+        "grant_type": "client_credentials", "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:"
+        "jwt-bearer", "client_assertion": machine.assertion(f"{national.url}/oauth/token")}, timeout=10).json()
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+
+    def found() -> bool:
+        body = national.get("/api/v1/resources?prefix=86.52.IND1.DSC&source=mirror", headers=headers).json()
+        return len(body.get("results", [])) == 1
+
+    eventually(found, what="the mirrored resource to be discoverable", nodes=[national])
