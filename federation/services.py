@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.db import transaction
@@ -12,7 +13,7 @@ from identity import crypto
 from registry import identifiers
 from registry import services as registry_services
 
-from . import chains, clients
+from . import chains, clients, trust
 from .models import Peer, TrustAnchor
 
 
@@ -50,30 +51,34 @@ def trust_anchor_add(*, entity_id: str, jwks: list[dict[str, Any]] | None = None
 
 
 def superior_set(*, entity_id: str, actor: str) -> Peer:
-    """Record our superior (trusted through a chain to a pinned anchor) and let it read our feed."""
+    """Record our superior (trusted through a chain to a pinned anchor) and let it read our feed.
+    Nothing is recorded unless the chain validates and the superior holds a prefix above ours."""
     entity_id = _entity_id(entity_id)
     if not TrustAnchor.objects.exists():
         raise ApplicationError("no_trust_anchor", "pin a trust anchor first (cir_trust_anchor_add)")
-    existing = Peer.objects.filter(relation=Peer.Relation.SUPERIOR).first()
-    if existing is not None and existing.entity_id != entity_id:
-        raise ApplicationError("superior_already_set", f"this node's superior is {existing.entity_id}", status=409)
-    with transaction.atomic():
-        peer, _ = Peer.objects.get_or_create(entity_id=entity_id, defaults={"relation": Peer.Relation.SUPERIOR})
-        if peer.relation != Peer.Relation.SUPERIOR:
-            raise ApplicationError("peer_conflict", f"{entity_id} is already a subordinate of this node", status=409)
+    existing = Peer.objects.filter(entity_id=entity_id).first() or Peer.objects.filter(
+        relation=Peer.Relation.SUPERIOR).first()
+    if existing is not None and (existing.entity_id != entity_id or existing.relation != Peer.Relation.SUPERIOR):
+        raise ApplicationError("superior_already_set" if existing.relation == Peer.Relation.SUPERIOR
+                               else "peer_conflict", f"{existing.entity_id} is already this node's "
+                               f"{existing.relation}", status=409)
     try:
         chains.forget(entity_id)
-        peer = chains.refresh_peer(peer, force=True)
+        chain = chains.chain_for(entity_id)
+        metadata = chains.compute_registry_metadata({"metadata": chain.metadata})
     except (chains.ChainError, clients.PeerError) as exc:
-        Peer.objects.filter(pk=peer.pk, jwks=[]).delete()
         raise _federation_error(exc) from exc
-    prefixes = peer.metadata.get("ucri_prefixes") or []
+    prefixes = list(chain.ucri_prefixes)
     own = registry_services.this_node().prefix
-    if not prefixes or not any(identifiers.prefix_within(own, p) for p in prefixes):
+    if not prefixes or not any(identifiers.prefix_within(own, p) and own != p for p in prefixes):
         raise ApplicationError("prefix_mismatch", f"{entity_id} does not hold a prefix above ours ({own})")
-    registry_services.platform_set_superior(entity_id=entity_id, prefix=prefixes[0], actor=actor)
-    audit.record(actor=actor, action="federation.superior_set", target_type="peer", target_key=entity_id,
-                 data={"kids": [k.get("kid") for k in peer.jwks], "scope": "federation:sync"})
+    with transaction.atomic():
+        peer, _ = Peer.objects.update_or_create(entity_id=entity_id, defaults={
+            "relation": Peer.Relation.SUPERIOR, "jwks": trust.keys_for(chain, entity_id), "metadata": metadata,
+            "configuration_expires_at": dt.datetime.fromtimestamp(chain.expires_at, tz=dt.UTC)})
+        registry_services.platform_set_superior(entity_id=entity_id, prefix=prefixes[0], actor=actor)
+        audit.record(actor=actor, action="federation.superior_set", target_type="peer", target_key=entity_id,
+                     data={"kids": [k.get("kid") for k in peer.jwks], "scope": "federation:sync"})
     return peer
 
 

@@ -63,7 +63,8 @@ def _clean(instance, exclude: list[str]) -> None:
     try:
         instance.full_clean(exclude=exclude, validate_unique=False, validate_constraints=False)
     except ValidationError as exc:
-        raise _violation("invalid_record", "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()))
+        detail = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+        raise _violation("invalid_record", detail) from exc
 
 
 def key_prefix(change: Mapping[str, Any]) -> str:
