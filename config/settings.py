@@ -211,3 +211,4 @@ CELERY_BEAT_SCHEDULE.update({
     "federation-notify": {"task": "federation.tasks.notify_superior", "schedule": 10.0},
     "federation-refresh": {"task": "federation.tasks.refresh_peers", "schedule": 3600.0},
 })
+CIR_SYNC_PAGE_SIZE = int(env_str("CIR_SYNC_PAGE_SIZE", "500"))

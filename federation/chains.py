@@ -64,15 +64,15 @@ def _statement(superior: str, superior_configuration: str, subject: str, own: st
     return clients.subordinate_statement(fetch, subject)
 
 
-def build_chain(entity_id: str) -> trust.TrustChain:
-    """Fetch and validate [leaf configuration, statements about each level, anchor configuration]
-    from ``entity_id`` up to one of our pinned anchors."""
+def collect(entity_id: str) -> tuple[list[str], dict[str, list[dict[str, Any]]]]:
+    """Fetch [leaf configuration, statements about each level, anchor configuration] from
+    ``entity_id`` up to one of our pinned anchors; returns the raw statements and the pins."""
     pinned = anchors()
     own = this_node().entity_id
     current, current_configuration = entity_id, _configuration_of(entity_id, own)
     statements = [current_configuration]
     if current in pinned:
-        return _validate(statements, pinned)
+        return statements, pinned
     for _ in range(MAX_DEPTH):
         hints = _decode(current_configuration).get("authority_hints") or []
         superior = next((h for h in hints if isinstance(h, str)), None)
@@ -82,9 +82,14 @@ def build_chain(entity_id: str) -> trust.TrustChain:
         statements.append(_statement(superior, superior_configuration, current, own))
         if superior in pinned:
             statements.append(superior_configuration)
-            return _validate(statements, pinned)
+            return statements, pinned
         current, current_configuration = superior, superior_configuration
     raise ChainError("max_depth", f"no pinned anchor within {MAX_DEPTH} levels of {entity_id}")
+
+
+def build_chain(entity_id: str) -> trust.TrustChain:
+    statements, pinned = collect(entity_id)
+    return _validate(statements, pinned)
 
 
 def _validate(statements: list[str], pinned: Mapping[str, list[dict[str, Any]]]) -> trust.TrustChain:

@@ -26,10 +26,10 @@ from registry import identifiers, mirror
 from registry.services import this_node
 
 from . import chains, clients
-from .models import Peer, Violation
+from .models import Peer, PeerCheckpoint, Violation
 
 log = logging.getLogger(__name__)
-PAGE_SIZE = 500
+PAGE_SIZE = getattr(settings, "CIR_SYNC_PAGE_SIZE", 500)
 OPS = ("upsert", "retire")
 _token_cache: dict[tuple[str, str], tuple[str, float]] = {}
 
@@ -202,7 +202,35 @@ def pull(peer: Peer, *, page_size: int = PAGE_SIZE, max_pages: int | None = None
         if not claims["has_more"]:
             break
     _store_counters(peer, report)
+    if report.pages:
+        keep_checkpoint(peer)
     return report
+
+
+def keep_checkpoint(peer: Peer) -> PeerCheckpoint | None:
+    """Fetch and keep the peer's latest audit checkpoint (CONTRACT §8). A checkpoint that goes back
+    in seq, or names another head for a seq we hold, is a violation: the peer's audit log changed."""
+    endpoint = peer.metadata.get("audit_checkpoint_endpoint") or f"{peer.metadata.get('api_base')}/audit/" \
+        "checkpoints/latest"
+    try:
+        raw = clients.fetch_jwt(endpoint, "audit-checkpoint+jwt")
+        api_keys = chains.signed_api_keys(peer.entity_id, "credential")
+        claims = tokens.verify(raw, tokens.AUDIT_CHECKPOINT, keys=lambda kid: api_keys, issuer=peer.entity_id).claims
+    except (clients.PeerError, chains.ChainError, tokens.TokenError) as exc:
+        log.warning("no audit checkpoint from %s: %s", peer.entity_id, exc)
+        return None
+    seq, head = claims.get("seq"), claims.get("head")
+    if not _int(seq) or seq < 0 or not isinstance(head, str) or len(head) != 64:
+        _record_violation(peer, None, "invalid_checkpoint", "a checkpoint has an integer seq and a SHA-256 head")
+        return None
+    latest = peer.checkpoints.order_by("-seq").first()
+    same_seq = peer.checkpoints.filter(seq=seq).first()
+    if (same_seq is not None and same_seq.head != head) or (latest is not None and seq < latest.seq):
+        _record_violation(peer, None, "audit_log_changed", f"checkpoint {seq}/{head} contradicts what we kept")
+        return None
+    if same_seq is not None:
+        return same_seq
+    return PeerCheckpoint.objects.create(peer=peer, seq=seq, head=head, token=raw)
 
 
 def _store_counters(peer: Peer, report: PullReport) -> None:

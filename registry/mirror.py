@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from decimal import Decimal
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -183,6 +184,11 @@ def _apply_resource(change, record, authority: str, now: dt.datetime) -> str:
     for name in records.RESOURCE_FIELDS:
         if name not in ("site_id", "endpoints"):
             setattr(resource, name, record.get(name))
+    for name in ("price_per_hour", "price_per_million_tokens"):
+        value = getattr(resource, name)
+        if isinstance(value, float):
+            # JSON numbers arrive as floats; their shortest repr is the decimal the origin sent.
+            setattr(resource, name, Decimal(repr(value)))
     try:
         resource.endpoints = validate_endpoints(record.get("endpoints"))
     except ValidationError as exc:

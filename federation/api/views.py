@@ -17,7 +17,7 @@ from identity import keys
 from identity.models import Purpose
 from registry.services import this_node
 
-from .. import entity, feed
+from .. import chains, clients, entity, feed, trust
 from ..models import Peer
 
 _OIDF_CODES = {401: "invalid_token", 403: "insufficient_scope", 404: "not_found", 405: "invalid_request",
@@ -95,6 +95,30 @@ class ListView(PublicFederationView):
             return oidf_error(400, "unsupported_parameter", "only entity_type is supported")
         subordinates = Peer.objects.filter(relation=Peer.Relation.SUBORDINATE).order_by("entity_id")
         return JsonResponse([p.entity_id for p in subordinates], safe=False)
+
+
+class ResolveView(PublicFederationView):
+    """OpenID Federation resolve: the subject's metadata after policy, and the chain that proves it."""
+
+    @extend_schema(operation_id="federation_resolve", parameters=[OpenApiParameter("sub", str, required=True),
+                                                                  OpenApiParameter("trust_anchor", str, required=True)],
+                   responses={200: OpenApiTypes.STR})
+    def get(self, request):
+        if set(request.query_params) - {"sub", "trust_anchor", "entity_type"}:
+            return oidf_error(400, "unsupported_parameter", "supported: sub, trust_anchor, entity_type")
+        sub, anchor = _single(request, "sub"), _single(request, "trust_anchor")
+        if anchor.rstrip("/") not in chains.anchors():
+            return oidf_error(404, "invalid_trust_anchor", f"{anchor} is not a trust anchor this entity uses")
+        try:
+            statements, pinned = chains.collect(sub.rstrip("/"))
+            chain = trust.validate_chain(statements, anchors={anchor.rstrip("/"): pinned[anchor.rstrip("/")]})
+        except (chains.ChainError, trust.TrustChainError, clients.PeerError) as exc:
+            return oidf_error(404, "invalid_trust_chain", str(exc))
+        now = int(timezone.now().timestamp())
+        claims = {"iss": this_node().entity_id, "sub": chain.subject, "iat": now, "exp": int(chain.expires_at),
+                  "metadata": chain.metadata, "trust_chain": statements}
+        token = keys.sign(Purpose.FEDERATION, claims, typ="resolve-response+jwt").token
+        return _jwt_response(token, "resolve-response+jwt")
 
 
 class SignedJwksView(PublicFederationView):

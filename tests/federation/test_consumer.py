@@ -304,3 +304,15 @@ def test_violations_are_visible_in_the_admin(client, peer_gz):
     assert violations.status_code == 200 and "outside_delegation" in violations.content.decode()
     peers = client.get("/admin/federation/peer/")
     assert peers.status_code == 200 and peer_gz.url in peers.content.decode()
+
+
+def test_fractional_prices_arrive_exactly(api, peer_gz):
+    """A JSON number such as 0.123 is a float in Python; converting it with the float's binary expansion
+    would refuse it (more than 4 decimal places). Found by the crash test on a demo catalog."""
+    ucri, site_id = catalog(peer_gz)
+    peer_gz.add("resource", ucri, resource_record(ucri, "86.52.GZ01", site_id, version=2, price_per_hour=0.123,
+                                                  price_per_million_tokens=1.37), version=2)
+    report = pull(peer_gz)
+    assert report.violations == 0, reasons(peer_gz)
+    record = api.get(f"/api/v1/resolve/{ucri}").json()
+    assert (record["price_per_hour"], record["price_per_million_tokens"]) == (0.123, 1.37)

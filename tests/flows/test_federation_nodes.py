@@ -151,3 +151,48 @@ print(json.dumps(crypto.private_jwk(key)))
         return len(body.get("results", [])) == 1
 
     eventually(found, what="the mirrored resource to be discoverable", nodes=[national])
+
+
+def test_a_provider_known_through_the_feed_authenticates_at_the_national_node(federation):
+    national, provincial, industry = federation
+    onboarded = industry.manage("cir_provider_add", "--name", "Travelling Provider", "--uscc", valid_uscc(5203),
+                                "--code", "TRV", "--json")
+    _sync_up(industry, provincial)
+
+    def mirrored() -> bool:
+        return national.get(f"/api/v1/providers/{onboarded['prefix']}").json().get("credential_status") == "valid"
+
+    eventually(mirrored, what="the provider and its credential to reach the national node",
+               nodes=[national, provincial, industry])
+    machine = Machine(onboarded["prefix"], crypto.load_private_jwk(onboarded["private_jwk"]))
+    answer = requests.post(f"{national.url}/oauth/token", data={
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": machine.assertion(f"{national.url}/oauth/token")}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert set(answer.json()["scope"].split()) == {"resources:read", "handoff:ack"}  # no writes away from home
+    # Suspension at the home node reaches the national node by the feed; the provider is then refused.
+    industry.manage("cir_provider_status", "--prefix", onboarded["prefix"], "--set", "suspended", "--reason",
+                    "inspection", "--json")
+    _sync_up(industry, provincial)
+    eventually(lambda: national.get(f"/api/v1/providers/{onboarded['prefix']}").json()["credential_status"]
+               == "suspended", what="the suspension to arrive", nodes=[national, provincial, industry])
+    refused = requests.post(f"{national.url}/oauth/token", data={
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": machine.assertion(f"{national.url}/oauth/token")}, timeout=10)
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+
+
+def test_resolve_endpoint_and_kept_checkpoints(federation):
+    national, provincial, industry = federation
+    answer = national.get("/federation/resolve", params={"sub": industry.url, "trust_anchor": national.url})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"] == "application/resolve-response+jwt"
+    claims = json.loads(crypto.b64url_decode(answer.text.split(".")[1]))
+    assert claims["metadata"]["compute_registry"]["ucri_prefixes"] == ["86.52.IND1"]
+    assert len(claims["trust_chain"]) == 4
+    bad = national.get("/federation/resolve", params={"sub": industry.url, "trust_anchor": "http://127.0.0.1:1"})
+    assert bad.status_code == 404 and bad.json()["error"] == "invalid_trust_anchor"
+    kept = national.shell("from federation.models import PeerCheckpoint; print(PeerCheckpoint.objects.count())")
+    assert int(kept.strip()) >= 1

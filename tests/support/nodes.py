@@ -77,6 +77,7 @@ class Node:
     port: int
     database: str
     redis_db: int | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
     processes: list[subprocess.Popen] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
 
@@ -90,6 +91,7 @@ class Node:
                         ALLOWED_HOSTS="127.0.0.1,localhost")
         if self.redis_db is not None:
             env["CELERY_BROKER_URL"] = f"redis://127.0.0.1:6379/{self.redis_db}"
+        env.update(self.extra_env)
         return env
 
     def manage(self, *args: str, check: bool = True, timeout: float = 300) -> dict[str, Any] | str:
@@ -157,11 +159,12 @@ class Node:
         return requests.get(self.url + path, timeout=30, **kwargs)
 
 
-def create_node(name: str, *, role: str, code: str | None = None, redis_db: int | None = None) -> Node:
+def create_node(name: str, *, role: str, code: str | None = None, redis_db: int | None = None,
+                extra_env: dict[str, str] | None = None) -> Node:
     template = ensure_template()
     database = f"cir_node_{name}_{uuid.uuid4().hex[:8]}"
     _admin(f'CREATE DATABASE "{database}" TEMPLATE "{template}"')
-    node = Node(name=name, port=free_port(), database=database, redis_db=redis_db)
+    node = Node(name=name, port=free_port(), database=database, redis_db=redis_db, extra_env=extra_env or {})
     if redis_db is not None:
         import redis
 
