@@ -185,7 +185,7 @@ def test_a_provider_known_through_the_feed_authenticates_at_the_national_node(fe
 
 
 def test_resolve_endpoint_and_kept_checkpoints(federation):
-    national, provincial, industry = federation
+    national, _, industry = federation
     answer = national.get("/federation/resolve", params={"sub": industry.url, "trust_anchor": national.url})
     assert answer.status_code == 200, answer.text
     assert answer.headers["Content-Type"] == "application/resolve-response+jwt"
