@@ -25,6 +25,13 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if
 CIR_KEY_ENCRYPTION_KEY = env_str("CIR_KEY_ENCRYPTION_KEY")
 if not DEBUG and not CIR_KEY_ENCRYPTION_KEY:
     raise ImproperlyConfigured("CIR_KEY_ENCRYPTION_KEY is required when DEBUG=0")
+if CIR_KEY_ENCRYPTION_KEY:
+    from cryptography.fernet import Fernet
+
+    try:
+        Fernet(CIR_KEY_ENCRYPTION_KEY.encode())
+    except ValueError as exc:
+        raise ImproperlyConfigured("CIR_KEY_ENCRYPTION_KEY must be a Fernet key (Fernet.generate_key())") from exc
 
 CIR_ENTITY_ID = env_str("CIR_ENTITY_ID")
 CIR_REQUIRE_HTTPS = env_bool("CIR_REQUIRE_HTTPS", not DEBUG)
@@ -145,7 +152,7 @@ X_FRAME_OPTIONS = "DENY"
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.StrictJSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": ["identity.authentication.AccessTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["core.permissions.HasScope"],
     "EXCEPTION_HANDLER": "core.problems.problem_exception_handler",

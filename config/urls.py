@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from registry import views as registry_views
 
+handler400 = "core.problems.api_bad_request"
 handler404 = "core.problems.api_not_found"
 handler500 = "core.problems.api_server_error"
 

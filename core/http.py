@@ -14,7 +14,11 @@ PROBLEM_JSON = "application/problem+json"
 
 
 def json_bytes(body: Any) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        # A lone surrogate that slipped in from elsewhere: escaped ASCII JSON is still valid JSON.
+        return json.dumps(body, separators=(",", ":")).encode()
 
 
 def strong_etag(content: bytes) -> str:
@@ -22,8 +26,10 @@ def strong_etag(content: bytes) -> str:
     return '"' + base64.urlsafe_b64encode(digest).decode().rstrip("=") + '"'
 
 
-def _matches(header: str, etag: str) -> bool:
+def _matches(header: str, etag: str, *, weak: bool = False) -> bool:
     candidates = [c.strip() for c in header.split(",")]
+    if weak:  # If-None-Match uses the weak comparison (RFC 9110 §13.1.2)
+        candidates = [c[2:] if c.startswith("W/") else c for c in candidates]
     return "*" in candidates or etag in candidates
 
 
@@ -35,7 +41,7 @@ def json_response(request: HttpRequest, body: Any, *, status: int = 200, content
         tag = strong_etag(content)
         response_headers["ETag"] = tag
         if_none_match = request.headers.get("If-None-Match")
-        if if_none_match and _matches(if_none_match, tag) and request.method in ("GET", "HEAD"):
+        if if_none_match and _matches(if_none_match, tag, weak=True) and request.method in ("GET", "HEAD"):
             return HttpResponse(status=304, headers=response_headers)
     return HttpResponse(content, status=status, content_type=content_type, headers=response_headers)
 

@@ -45,10 +45,7 @@ class Ordering:
 def parse_limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT
-    try:
-        limit = int(raw)
-    except ValueError:
-        limit = 0
+    limit = int(raw) if raw.isascii() and raw.isdigit() else 0
     if not 1 <= limit <= MAX_LIMIT:
         raise ApplicationError("invalid_filter", f"limit must be an integer from 1 to {MAX_LIMIT}", status=400)
     return limit

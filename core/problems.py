@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from http import HTTPStatus
 from typing import Any
 
@@ -33,9 +32,10 @@ def problem_body(status: int, code: str, detail: str, title: str | None = None, 
 def problem_response(status: int, code: str, detail: str, *, title: str | None = None,
                      headers: dict[str, str] | None = None, **extra: Any) -> HttpResponse:
     """A plain Django response (for views outside DRF and for handler404/500)."""
+    from .http import json_bytes
+
     response = HttpResponse(
-        json.dumps(problem_body(status, code, detail, title, **extra), ensure_ascii=False,
-                   separators=(",", ":")),
+        json_bytes(problem_body(status, code, detail, title, **extra)),
         status=status,
         content_type=PROBLEM_CONTENT_TYPE,
     )
@@ -117,6 +117,15 @@ def api_not_found(request, exception=None) -> HttpResponse:
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)
+
+
+def api_bad_request(request, exception=None) -> HttpResponse:
+    """handler400 (e.g. a body over DATA_UPLOAD_MAX_MEMORY_SIZE): problem details on API routes."""
+    if request.path.startswith("/api/"):
+        return problem_response(400, "malformed_body", "The request could not be read (too large or malformed).")
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception)
 
 
 def api_server_error(request) -> HttpResponse:

@@ -53,8 +53,10 @@ def register_key(*, provider: Provider, jwk: dict[str, Any], actor: str) -> Prov
     return key
 
 
-def issue(*, provider: Provider, key: ProviderKey, actor: str, now: dt.datetime | None = None) -> ProviderCredential:
-    """Sign a new credential binding ``key`` to the provider and make it the provider's current one."""
+def issue(*, provider: Provider, key: ProviderKey, actor: str, now: dt.datetime | None = None,
+          record: bool = True) -> ProviderCredential:
+    """Sign a new credential binding ``key`` to the provider and make it the provider's current one
+    (``record=False``: the caller stores it on the provider, e.g. during approval)."""
     now = now or timezone.now()
     if provider.status == Provider.Status.REVOKED:
         raise ApplicationError("provider_revoked", "a revoked provider gets no credential", status=409)
@@ -83,8 +85,12 @@ def issue(*, provider: Provider, key: ProviderKey, actor: str, now: dt.datetime 
             statuslists.set_status(status_list, index, STATUS_VALUES[status])
             credential.status = status
             credential.save(update_fields=["status"])
-        registry_services.provider_record_credential(provider=provider, credential=token, status=status,
-                                                     expires_at=credential.expires_at)
+        if record:
+            registry_services.provider_record_credential(provider=provider, credential=token, status=status,
+                                                         expires_at=credential.expires_at)
+        else:
+            provider.credential, provider.credential_status = token, status
+            provider.credential_expires_at = credential.expires_at
         audit.record(actor=actor, action="credential.issued", target_type="provider", target_key=provider.prefix,
                      data={"jti": jti, "kid": key.kid, "exp": claims["exp"]})
     return credential
@@ -105,12 +111,16 @@ def onboard(*, name: str, uscc: str, code: str, public_key: Any = None, actor: s
         private_jwk = crypto.private_jwk(private)
         public_key = crypto.public_jwk(private)
     jwk = parse_public_key(public_key)
-    with transaction.atomic():
-        provider = registry_services.provider_approve(name=name, uscc=uscc, code=code, actor=actor)
+    issued: list[ProviderCredential] = []
+
+    def attach_credential(provider: Provider) -> None:
         key = register_key(provider=provider, jwk=jwk, actor=actor)
-        credential = issue(provider=provider, key=key, actor=actor)
-        provider.refresh_from_db()
-    return Onboarded(provider, credential, private_jwk)
+        issued.append(issue(provider=provider, key=key, actor=actor, record=False))
+
+    with transaction.atomic():
+        provider = registry_services.provider_approve(name=name, uscc=uscc, code=code, actor=actor,
+                                                      on_created=attach_credential)
+    return Onboarded(provider, issued[0], private_jwk)
 
 
 def current(provider: Provider) -> ProviderCredential | None:
@@ -137,12 +147,9 @@ def set_status(*, provider: Provider, status: str, reason: str, actor: str) -> P
             statuslists.set_status(credential.status_list, credential.status_index, STATUS_VALUES[status])
             credential.status = status
             credential.save(update_fields=["status"])
-        provider = registry_services.provider_set_status(provider=provider, status=PROVIDER_STATUS_FOR[status],
-                                                         reason=reason, actor=actor)
-        latest = current(provider) or (live[0] if live else None)
-        if latest is not None:
-            provider = registry_services.provider_record_credential(
-                provider=provider, credential=latest.token, status=status, expires_at=latest.expires_at)
+        provider = registry_services.provider_set_status(
+            provider=provider, status=PROVIDER_STATUS_FOR[status], reason=reason, actor=actor,
+            credential_status=status if provider.credential else None)
         audit.record(actor=actor, action=f"credential.{status}", target_type="provider", target_key=provider.prefix,
                      data={"reason": reason, "credentials": [c.jti for c in live]})
     return provider

@@ -86,6 +86,17 @@ class Verified:
         return self.jwk["kid"]
 
 
+def safe_text(value: Any, max_length: int = 256) -> bool:
+    """A claim we may use as a key (database, cache): printable, bounded, encodable as UTF-8."""
+    if not isinstance(value, str) or not value or len(value) > max_length or not value.isprintable():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _fail(reason: str, message: str) -> TokenError:
     return TokenError(reason, message)
 
@@ -224,8 +235,8 @@ def verify(token: Any, kind: TokenKind, *, keys: KeyLookup | None = None, audien
         raise _fail("invalid_issuer", "the token was not issued by the expected issuer")
     if kind.single_use_jti:
         jti = claims.get("jti")
-        if not isinstance(jti, str) or not jti or len(jti) > 256:
-            raise _fail("missing_claim", "a single-use jti is required")
+        if not safe_text(jti):
+            raise _fail("missing_claim", "a single-use jti (printable, at most 256 characters) is required")
         if replay is None:
             raise _fail("replayed", "no replay cache is configured for a single-use token")
         horizon = (claims.get("exp") or now) + LEEWAY if kind.expires else now + (kind.iat_window or LEEWAY) * 2

@@ -163,7 +163,7 @@ class ResourceAdmin(ProviderOwnedAdmin):
     list_select_related = ("provider", "site")
     search_fields = ("=ucri", "=local_id", "name")
     show_full_result_count = False  # a node may hold a million resources
-    actions = ("retire_resources", "suspend_resources", "export_csv")
+    actions = ("retire_resources", "suspend_resources", "release_resources", "export_csv")
 
     def is_editable(self, obj) -> bool:
         return super().is_editable(obj) and not obj.is_retired  # retirement is final
@@ -218,7 +218,7 @@ class ResourceAdmin(ProviderOwnedAdmin):
     @admin.action(description="Suspend selected resources (operator)", permissions=["suspend"])
     def suspend_resources(self, request, queryset):
         suspended = 0
-        for resource in queryset.filter(status=Resource.Status.ACTIVE):  # suspended or retired: nothing to do
+        for resource in queryset.exclude(status=Resource.Status.RETIRED).filter(operator_hold=False):
             try:
                 services.operator_suspend_resource(resource=resource, actor=audit.actor_of(request.user),
                                                    reason="suspended by an operator in the admin")
@@ -227,6 +227,16 @@ class ResourceAdmin(ProviderOwnedAdmin):
             else:
                 suspended += 1
         self.message_user(request, f"Suspended {suspended} resource(s).", messages.SUCCESS)
+
+    @admin.action(description="Lift the operator's suspension (the provider may then reactivate)",
+                  permissions=["suspend"])
+    def release_resources(self, request, queryset):
+        released = 0
+        for resource in queryset.filter(operator_hold=True):
+            services.operator_release_resource(resource=resource, actor=audit.actor_of(request.user),
+                                               reason="lifted by an operator in the admin")
+            released += 1
+        self.message_user(request, f"Lifted the hold on {released} resource(s).", messages.SUCCESS)
 
     @admin.action(description="Export selected resources as CSV (the import format)", permissions=["view"])
     def export_csv(self, request, queryset):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import django_filters
@@ -26,6 +27,22 @@ ORDERINGS: dict[str, Ordering] = {
 PAGINATION_PARAMETERS = frozenset({"cursor", "limit"})
 
 
+ASCII_NUMBER = re.compile(r"^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+
+
+class AsciiDecimalField(forms.DecimalField):
+    """Plain ASCII decimal numbers only: no other scripts' digits, no underscores, no signs."""
+
+    def to_python(self, value):
+        if value not in self.empty_values and not ASCII_NUMBER.match(str(value)):
+            raise forms.ValidationError("a plain decimal number such as 12.5 is expected", code="invalid")
+        return super().to_python(value)
+
+
+class AsciiNumberFilter(django_filters.NumberFilter):
+    field_class = AsciiDecimalField
+
+
 class PrefixField(forms.CharField):
     def to_python(self, value):
         value = super().to_python(value)
@@ -44,18 +61,18 @@ class PrefixFilter(django_filters.CharFilter):
 class ResourceFilterSet(django_filters.FilterSet):
     kind = django_filters.ChoiceFilter(choices=Resource.Kind.choices)
     accelerator = django_filters.ChoiceFilter(choices=Resource.Accelerator.choices)
-    min_fp64_tflops = django_filters.NumberFilter(field_name="fp64_tflops", lookup_expr="gte", min_value=0)
-    min_fp16_tflops = django_filters.NumberFilter(field_name="fp16_tflops", lookup_expr="gte", min_value=0)
-    min_memory_gb = django_filters.NumberFilter(field_name="memory_gb", lookup_expr="gte", min_value=0)
+    min_fp64_tflops = AsciiNumberFilter(field_name="fp64_tflops", lookup_expr="gte", min_value=0)
+    min_fp16_tflops = AsciiNumberFilter(field_name="fp16_tflops", lookup_expr="gte", min_value=0)
+    min_memory_gb = AsciiNumberFilter(field_name="memory_gb", lookup_expr="gte", min_value=0)
     hub = django_filters.ChoiceFilter(choices=lambda: [(h, h) for h in reference.hubs()])
     province = django_filters.ChoiceFilter(choices=lambda: [(p, p) for p in reference.provinces()])
     provider = PrefixFilter(field_name="provider__prefix")
     prefix = PrefixFilter(method="filter_prefix")
     status = django_filters.ChoiceFilter(choices=Resource.Status.choices)
-    max_price = django_filters.NumberFilter(field_name="price_per_hour", lookup_expr="lte", min_value=0)
+    max_price = AsciiNumberFilter(field_name="price_per_hour", lookup_expr="lte", min_value=0)
     price_unit = django_filters.ChoiceFilter(choices=Resource.PriceUnit.choices)
-    max_pue = django_filters.NumberFilter(field_name="pue", lookup_expr="lte", min_value=0)
-    min_green_ratio = django_filters.NumberFilter(field_name="green_ratio", lookup_expr="gte", min_value=0)
+    max_pue = AsciiNumberFilter(field_name="pue", lookup_expr="lte", min_value=0)
+    min_green_ratio = AsciiNumberFilter(field_name="green_ratio", lookup_expr="gte", min_value=0, max_value=1)
     source = django_filters.ChoiceFilter(choices=Source.choices)
     include_downtime = django_filters.ChoiceFilter(choices=[("true", "true"), ("false", "false")],
                                                    method="filter_noop")

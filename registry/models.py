@@ -188,6 +188,9 @@ class Resource(TimeStampedModel):
                                                    validators=[MinValueValidator(0)])
     endpoints = models.JSONField(default=list, blank=True)
     version = models.PositiveIntegerField(default=1, editable=False)
+    # Set when a platform operator suspends the resource: the provider cannot reactivate it until an
+    # operator lifts the hold (CONTRACT §9 "an operator may suspend any resource").
+    operator_hold = models.BooleanField(default=False, editable=False)
     retired_at = models.DateTimeField(null=True, blank=True, editable=False)
     authority = models.CharField(max_length=255, editable=False)
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.LOCAL, editable=False)

@@ -103,6 +103,7 @@ def provider_public(provider: Provider) -> dict[str, Any]:
         "credential": provider.credential or None,
         "credential_status": provider.effective_credential_status(),
         "authority": provider.authority,
+        "version": provider.version,
     }
 
 

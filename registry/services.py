@@ -6,7 +6,7 @@ commands all call these; nothing else writes the catalog.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -188,8 +188,13 @@ def platform_set_superior(*, entity_id: str, prefix: str, actor: str = "system")
 
 # Providers ----------------------------------------------------------------------------------------
 
-def provider_approve(*, name: str, uscc: str, code: str, actor: str = "system") -> Provider:
-    """Approve a provider under this node's prefix, delegating ``<node prefix>.<code>`` to it."""
+def provider_approve(*, name: str, uscc: str, code: str, actor: str = "system",
+                     on_created: Callable[[Provider], None] | None = None) -> Provider:
+    """Approve a provider under this node's prefix, delegating ``<node prefix>.<code>`` to it.
+
+    ``on_created`` runs once the row exists and before its first outbox entry, so that the identity
+    app can attach the first credential and the provider enters the feed once, at version 1.
+    """
     node = this_node()
     code = (code or "").strip().upper()
     errors: dict[str, list[str]] = {}
@@ -214,6 +219,9 @@ def provider_approve(*, name: str, uscc: str, code: str, actor: str = "system") 
                             authority=node.entity_id, source=Source.LOCAL)
         _full_clean(provider)
         provider.save()
+        if on_created is not None:
+            on_created(provider)
+            provider.save()
         outbox.append(_provider_change(provider))
         audit.record(actor=actor, action="provider.approved", target_type="provider", target_key=prefix,
                      data={"name": provider.name, "uscc": uscc})
@@ -243,16 +251,20 @@ def provider_update(*, provider: Provider, name: str, actor: str = "system") -> 
     return provider
 
 
-def provider_set_status(*, provider: Provider, status: str, reason: str, actor: str = "system") -> Provider:
+def provider_set_status(*, provider: Provider, status: str, reason: str, actor: str = "system",
+                        credential_status: str | None = None) -> Provider:
+    """Change a provider's status (and, from the identity app, its credential status) as one change."""
     if status not in Provider.Status.values:
         raise invalid({"status": [f"must be one of {', '.join(Provider.Status.values)}"]})
     with transaction.atomic():
         provider = Provider.objects.select_for_update().get(pk=provider.pk)
-        if provider.status == status:
+        credential_status = credential_status or provider.credential_status
+        if (provider.status, provider.credential_status) == (status, credential_status):
             return provider
         if provider.status == Provider.Status.REVOKED:
             raise ApplicationError("provider_revoked", "revocation is final", status=409)
         provider.status = status
+        provider.credential_status = credential_status
         provider.version += 1
         provider.save()
         outbox.append(_provider_change(provider))
@@ -451,6 +463,9 @@ def resource_update(*, resource: Resource, data: Mapping[str, Any], expected_ver
         if resource.is_retired:
             raise ApplicationError(error_codes.RESOURCE_RETIRED, f"{resource.ucri} is retired", status=409)
         _check_version(resource.version, expected_version)
+        if resource.operator_hold and data.get("status") == Resource.Status.ACTIVE:
+            raise ApplicationError("suspended_by_operator", f"{resource.ucri} was suspended by a platform operator; "
+                                   "only an operator can lift that", status=409)
         if "local_id" in data and data["local_id"] != resource.local_id and Resource.objects.filter(
                 provider=resource.provider, local_id=data["local_id"]).exists():
             raise _local_id_conflict(data["local_id"])
@@ -486,11 +501,24 @@ def resource_retire(*, resource: Resource) -> Resource:
 
 
 def operator_suspend_resource(*, resource: Resource, actor: str, reason: str = "") -> Resource:
-    """A platform operator may suspend any local resource (CONTRACT §9); audited."""
+    """A platform operator may suspend any local resource (CONTRACT §9); the provider cannot undo it."""
     with transaction.atomic():
         resource = resource_update(resource=resource, data={"status": Resource.Status.SUSPENDED})
+        Resource.objects.filter(pk=resource.pk).update(operator_hold=True)
+        resource.operator_hold = True
         audit.record(actor=actor, action="resource.suspended", target_type="resource", target_key=resource.ucri,
                      data={"reason": reason})
+    return resource
+
+
+def operator_release_resource(*, resource: Resource, actor: str, reason: str = "") -> Resource:
+    """Lift an operator's hold; the resource stays suspended until its provider reactivates it."""
+    with transaction.atomic():
+        updated = Resource.objects.filter(pk=resource.pk, operator_hold=True).update(operator_hold=False)
+        if updated:
+            audit.record(actor=actor, action="resource.hold_lifted", target_type="resource",
+                         target_key=resource.ucri, data={"reason": reason})
+    resource.refresh_from_db()
     return resource
 
 

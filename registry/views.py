@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from django.shortcuts import redirect, render
+from rest_framework.request import Request
+
+from core.throttling import ResolveRateThrottle
 
 from . import selectors
 from .models import Resource
 
 
 def resolve_page(request, ucri: str):
-    """``GET /r/{ucri}``: the resolve record as a page (same selector as the API)."""
+    """``GET /r/{ucri}``: the resolve record as a page (same selector and rate limit as the API)."""
+    throttle = ResolveRateThrottle()
+    if not throttle.allow_request(Request(request), None):
+        wait = max(1, int((throttle.wait() or 1) + 0.999))
+        response = render(request, "registry/rate_limited.html", {"wait": wait}, status=429)
+        response["Retry-After"] = str(wait)
+        return response
     resolution = selectors.resolve(ucri)
     record = resolution.body if resolution.is_record else resolution.body.get("record")
     problem = None if resolution.is_record else resolution.body

@@ -7,7 +7,6 @@ import uuid
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_http_methods
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -15,6 +14,7 @@ from rest_framework.views import APIView
 
 from core.errors import ApplicationError
 from core.http import json_response
+from core.idempotency import idempotent
 from registry import records, selectors
 
 from .. import credentials, keys, oauth, statuslists
@@ -29,10 +29,13 @@ def jwks(request: HttpRequest) -> HttpResponse:
 
 
 @csrf_exempt
-@require_http_methods(["POST"])
 def token(request: HttpRequest) -> HttpResponse:
     """``POST /oauth/token``: RFC 6749 errors, never problem details."""
     headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+    if request.method != "POST":
+        response = JsonResponse({"error": "invalid_request", "error_description": "use POST"}, status=405)
+        response["Allow"] = "POST"
+        return response
     content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
     try:
         if content_type != "application/x-www-form-urlencoded":
@@ -75,6 +78,7 @@ class ProviderKeysView(APIView):
     @extend_schema(operation_id="provider_key_rotate", summary="Register a new provider key",
                    request=inline_serializer("ProviderKeyRequest", {"jwk": serializers.DictField()}),
                    responses={201: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT})
+    @idempotent
     def post(self, request, prefix: str) -> HttpResponse:
         provider = selectors.provider_by_prefix(prefix)
         # Only the provider authenticated as itself (client_id = its prefix), never a bound client of

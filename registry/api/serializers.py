@@ -4,6 +4,7 @@ services validate the rest. Unknown members are 400, not silently dropped."""
 from __future__ import annotations
 
 import math
+import re
 
 from rest_framework import serializers
 
@@ -21,14 +22,67 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+def _is_number(data) -> bool:
+    return isinstance(data, int | float) and not isinstance(data, bool)
+
+
 class FiniteFloatField(serializers.FloatField):
-    """A JSON number; NaN and infinities ("nan", "inf" strings) are refused."""
+    """A JSON number (not a string, not a boolean); NaN and infinities are refused."""
 
     def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if not math.isfinite(value):
+        if not _is_number(data) or not math.isfinite(data):
             self.fail("invalid")
-        return value
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer: no strings, booleans or floats."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, int) or isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictDecimalField(serializers.DecimalField):
+    """A price as a JSON number, kept exactly as written (its shortest decimal form)."""
+
+    def to_internal_value(self, data):
+        if not _is_number(data) or not math.isfinite(data):
+            self.fail("invalid")
+        return super().to_internal_value(repr(data) if isinstance(data, float) else data)
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string: numbers are not silently turned into text."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictChoiceField(serializers.ChoiceField):
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid_choice", input=data)
+        return super().to_internal_value(data)
+
+
+class StrictDateTimeField(serializers.DateTimeField):
+    """RFC 3339 with an explicit offset (or Z), within a sane range."""
+
+    def to_internal_value(self, value):
+        if not isinstance(value, str) or not RFC3339.match(value):
+            self.fail("invalid", format="RFC 3339 with an offset, e.g. 2026-11-24T08:00:00Z")
+        parsed = super().to_internal_value(value)
+        if not 2000 <= parsed.year <= 2200:
+            self.fail("invalid", format="a time between the years 2000 and 2200")
+        return parsed
+
+
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+MAX_ENDPOINTS = 32
 
 
 def _figure(**kwargs) -> FiniteFloatField:
@@ -36,31 +90,31 @@ def _figure(**kwargs) -> FiniteFloatField:
 
 
 class EndpointSerializer(StrictSerializer):
-    type = serializers.ChoiceField(choices=ENDPOINT_TYPES)
+    type = StrictChoiceField(choices=ENDPOINT_TYPES)
     url = serializers.URLField(max_length=2000)
 
 
 class ResourceInputSerializer(StrictSerializer):
-    local_id = serializers.CharField(max_length=128)
-    name = serializers.CharField(max_length=200)
-    kind = serializers.ChoiceField(choices=Resource.Kind.choices)
+    local_id = StrictCharField(max_length=128)
+    name = StrictCharField(max_length=200)
+    kind = StrictChoiceField(choices=Resource.Kind.choices)
     site_id = serializers.UUIDField()
-    accelerator = serializers.ChoiceField(choices=Resource.Accelerator.choices)
-    accelerator_model = serializers.CharField(max_length=120)
-    accelerator_count = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
-    node_count = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False, allow_null=True)
-    status = serializers.ChoiceField(choices=[Resource.Status.ACTIVE, Resource.Status.SUSPENDED], required=False)
+    accelerator = StrictChoiceField(choices=Resource.Accelerator.choices)
+    accelerator_model = StrictCharField(max_length=120)
+    accelerator_count = StrictIntegerField(min_value=1, max_value=2**31 - 1)
+    node_count = StrictIntegerField(min_value=1, max_value=2**31 - 1, required=False, allow_null=True)
+    status = StrictChoiceField(choices=[Resource.Status.ACTIVE, Resource.Status.SUSPENDED], required=False)
     fp64_tflops = _figure()
     fp32_tflops = _figure()
     fp16_tflops = _figure()
     int8_tops = _figure()
     memory_gb = _figure()
     storage_tb = _figure()
-    price_per_hour = serializers.DecimalField(max_digits=14, decimal_places=4, min_value=0, coerce_to_string=False)
-    price_unit = serializers.ChoiceField(choices=Resource.PriceUnit.choices)
-    price_per_million_tokens = serializers.DecimalField(max_digits=14, decimal_places=4, min_value=0, required=False,
-                                                        allow_null=True, coerce_to_string=False)
-    endpoints = EndpointSerializer(many=True, required=False)
+    price_per_hour = StrictDecimalField(max_digits=14, decimal_places=4, min_value=0, coerce_to_string=False)
+    price_unit = StrictChoiceField(choices=Resource.PriceUnit.choices)
+    price_per_million_tokens = StrictDecimalField(max_digits=14, decimal_places=4, min_value=0, required=False,
+                                                  allow_null=True, coerce_to_string=False)
+    endpoints = EndpointSerializer(many=True, max_length=MAX_ENDPOINTS)
 
     def to_internal_value(self, data):
         values = super().to_internal_value(data)
@@ -72,9 +126,9 @@ class ResourceInputSerializer(StrictSerializer):
 
 
 class SiteInputSerializer(StrictSerializer):
-    name = serializers.CharField(max_length=200)
-    province = serializers.CharField(max_length=2)
-    hub = serializers.CharField(max_length=8, required=False, allow_null=True, allow_blank=True)
+    name = StrictCharField(max_length=200)
+    province = StrictCharField(max_length=2)
+    hub = StrictCharField(max_length=8, required=False, allow_null=True, allow_blank=True)
     pue = FiniteFloatField(min_value=1)
     wue = FiniteFloatField(min_value=0, required=False, allow_null=True)
     cue = FiniteFloatField(min_value=0, required=False, allow_null=True)
@@ -83,12 +137,12 @@ class SiteInputSerializer(StrictSerializer):
 
 
 class DowntimeInputSerializer(StrictSerializer):
-    resource = serializers.CharField(max_length=120, required=False)
+    resource = StrictCharField(max_length=120, required=False)
     site_id = serializers.UUIDField(required=False)
-    start = serializers.DateTimeField()
-    end = serializers.DateTimeField()
-    classification = serializers.ChoiceField(choices=Downtime.Classification.choices)
-    reason = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    start = StrictDateTimeField()
+    end = StrictDateTimeField()
+    classification = StrictChoiceField(choices=Downtime.Classification.choices)
+    reason = StrictCharField(max_length=500, required=False, allow_blank=True)
 
     def to_internal_value(self, data):
         values = super().to_internal_value(data)

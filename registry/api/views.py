@@ -77,6 +77,7 @@ class BatchResolveView(APIView):
 
 class ProviderView(APIView):
     authentication_classes: list = []  # public: a stray Authorization header is ignored
+    throttle_classes = [ResolveRateThrottle]
     @extend_schema(operation_id="provider_record", summary="Public record of a provider",
                    responses={200: OpenApiTypes.OBJECT, 400: _problem, 404: _problem})
     def get(self, request: Request, prefix: str) -> HttpResponse:

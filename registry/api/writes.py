@@ -151,7 +151,7 @@ class DowntimeCollectionView(APIView):
     def post(self, request: Request) -> HttpResponse:
         downtime = services.downtime_create(provider=own_provider(request),
                                             data=parse(DowntimeInputSerializer, request))
-        return json_response(request, records.downtime_public(downtime), status=201,
+        return json_response(request, records.downtime_public(downtime), status=201, etag=True,
                              headers={"Location": f"/api/v1/downtimes/{downtime.id}"})
 
 

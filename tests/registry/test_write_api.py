@@ -289,3 +289,62 @@ def test_isolation_errors_match_a_missing_object_exactly(prov_a, prov_b, a_objec
     assert {k: v for k, v in foreign.json().items() if k != "detail"} == \
         {k: v for k, v in missing.json().items() if k != "detail"}
     assert foreign.json()["detail"] == missing.json()["detail"]
+
+
+def test_an_operator_suspension_sticks_until_an_operator_lifts_it(prov_a, a_objects):
+    from registry import services
+
+    _, api = prov_a
+    ucri = a_objects["resource"]["ucri"]
+    services.operator_suspend_resource(resource=Resource.objects.get(ucri=ucri), actor="user:olga", reason="abuse")
+    response = api.patch(f"/api/v1/resources/{ucri}", {"status": "active"}, format="json")
+    assert response.status_code == 409 and response.json()["code"] == "suspended_by_operator"
+    assert api.patch(f"/api/v1/resources/{ucri}", {"name": "still editable"}, format="json").status_code == 200
+    services.operator_release_resource(resource=Resource.objects.get(ucri=ucri), actor="user:olga")
+    assert api.patch(f"/api/v1/resources/{ucri}", {"status": "active"}, format="json").json()["status"] == "active"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"pue": "1.2"}, {"pue": True}, {"province": 52}, {"green_ratio": None}],
+)
+def test_site_fields_take_json_types_only(prov_a, change):
+    _, api = prov_a
+    response = api.post("/api/v1/sites", {**SITE, **change}, format="json")
+    assert response.status_code == 400, change
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"accelerator_count": "16"}, {"accelerator_count": 16.0}, {"accelerator_count": True},
+     {"price_per_hour": "12.5"}, {"fp16_tflops": "5"}, {"fp16_tflops": True}, {"kind": 1},
+     {"endpoints": [{"type": "slurm", "url": "https://x.example/s"}] * 33}],
+)
+def test_resource_fields_take_json_types_only(prov_a, a_objects, change):
+    _, api = prov_a
+    body = _resource_body(a_objects["site"]["id"], local_id="typed")
+    body.update(change)
+    assert api.post("/api/v1/resources", body, format="json").status_code == 400, change
+
+
+def test_endpoints_are_required_on_create(prov_a, a_objects):
+    _, api = prov_a
+    body = _resource_body(a_objects["site"]["id"], local_id="no-endpoints")
+    del body["endpoints"]
+    assert api.post("/api/v1/resources", body, format="json").status_code == 400
+
+
+@pytest.mark.parametrize("start", ["2026-11-24T10:00:00", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z",
+                                   "tomorrow", 1764000000])
+def test_downtime_times_are_rfc3339_with_an_offset(prov_a, a_objects, start):
+    _, api = prov_a
+    body = {"site_id": a_objects["site"]["id"], "start": start, "end": "2099-01-01T00:00:00Z",
+            "classification": "scheduled"}
+    assert api.post("/api/v1/downtimes", body, format="json").status_code == 400
+
+
+def test_exact_decimal_prices(prov_a, a_objects):
+    _, api = prov_a
+    response = api.patch(f"/api/v1/resources/{a_objects['resource']['ucri']}", {"price_per_hour": 0.1234},
+                         format="json")
+    assert response.json()["price_per_hour"] == 0.1234
