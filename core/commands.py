@@ -3,6 +3,7 @@ arguments and refused operations exit non-zero with a clear message."""
 
 from __future__ import annotations
 
+import getpass
 import json
 from typing import Any
 
@@ -12,6 +13,15 @@ from .errors import ApplicationError
 
 
 class OperatorCommand(BaseCommand):
+    @property
+    def actor(self) -> str:
+        """How the audit log names whoever ran this command."""
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
+        return f"command:{self.__module__.rsplit('.', 1)[-1]} ({user})"
+
     def add_arguments(self, parser) -> None:
         parser.add_argument("--json", action="store_true", help="print one JSON object on one line")
         self.add_command_arguments(parser)

@@ -12,20 +12,29 @@ import datetime as dt
 import functools
 import hashlib
 
+import rfc8785
 from django.db import IntegrityError, transaction
 from django.http import HttpResponse
 from django.utils import timezone
+from rest_framework.exceptions import ParseError
 
 from .errors import ApplicationError
 from .models import IdempotencyRecord
+from .parsers import loads_strict
 
 RETENTION = dt.timedelta(hours=24)
 _REPLAYED_HEADERS = ("Content-Type", "ETag", "Location")
 
 
 def _request_hash(request) -> str:
+    """The request's identity: method, path and body, the body in RFC 8785 canonical form when it is
+    JSON (so whitespace and member order do not make a retry look like another request)."""
     raw = request._request.body  # read before DRF parses, so the stream is still available
-    return hashlib.sha256(request.method.encode() + b" " + request.path.encode() + b"\n" + raw).hexdigest()
+    try:
+        body = rfc8785.dumps(loads_strict(raw)) if raw else b""
+    except (ParseError, rfc8785.CanonicalizationError, ValueError):
+        body = raw
+    return hashlib.sha256(request.method.encode() + b" " + request.path.encode() + b"\n" + body).hexdigest()
 
 
 def _replay(record: IdempotencyRecord) -> HttpResponse:

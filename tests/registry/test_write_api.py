@@ -348,3 +348,14 @@ def test_exact_decimal_prices(prov_a, a_objects):
     response = api.patch(f"/api/v1/resources/{a_objects['resource']['ucri']}", {"price_per_hour": 0.1234},
                          format="json")
     assert response.json()["price_per_hour"] == 0.1234
+
+
+def test_idempotency_compares_json_not_bytes(prov_a):
+    _, api = prov_a
+    body = '{"name": "Key order", "province": "52", "pue": 1.2, "green_ratio": 0.5, "rack_availability": 0.5}'
+    reordered = '{"province":"52","name":"Key order","rack_availability":0.5,"green_ratio":0.5,"pue":1.2}'
+    first = api.generic("POST", "/api/v1/sites", body, content_type="application/json", HTTP_IDEMPOTENCY_KEY="ko")
+    again = api.generic("POST", "/api/v1/sites", reordered, content_type="application/json",
+                        HTTP_IDEMPOTENCY_KEY="ko")
+    assert first.status_code == again.status_code == 201
+    assert again["Idempotent-Replayed"] == "true" and Site.objects.count() == 1

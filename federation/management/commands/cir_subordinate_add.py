@@ -14,6 +14,6 @@ class Command(OperatorCommand):
         parser.add_argument("--prefix", required=True)
 
     def run(self, *, entity_id: str, prefix: str, **_: Any) -> dict[str, Any]:
-        peer = services.subordinate_add(entity_id=entity_id, prefix=prefix, actor="command:cir_subordinate_add")
+        peer = services.subordinate_add(entity_id=entity_id, prefix=prefix, actor=self.actor)
         return {"entity_id": peer.entity_id, "prefix": peer.prefixes[0], "scope": "federation:notify",
                 "thumbprints": [k.get("kid") for k in peer.jwks]}

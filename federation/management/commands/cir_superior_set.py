@@ -13,6 +13,6 @@ class Command(OperatorCommand):
         parser.add_argument("--entity-id", required=True)
 
     def run(self, *, entity_id: str, **_: Any) -> dict[str, Any]:
-        peer = services.superior_set(entity_id=entity_id, actor="command:cir_superior_set")
+        peer = services.superior_set(entity_id=entity_id, actor=self.actor)
         return {"entity_id": peer.entity_id, "scope": "federation:sync",
                 "thumbprints": [k.get("kid") for k in peer.jwks], "prefixes": peer.metadata.get("ucri_prefixes")}

@@ -30,5 +30,5 @@ class Command(OperatorCommand):
                 raise CommandError(f"cannot read a JWK Set from {jwks}: {exc}") from exc
             if not isinstance(keys, list):
                 raise CommandError(f"{jwks} holds no list of keys")
-        anchor = services.trust_anchor_add(entity_id=entity_id, jwks=keys, actor="command:cir_trust_anchor_add")
+        anchor = services.trust_anchor_add(entity_id=entity_id, jwks=keys, actor=self.actor)
         return {"entity_id": anchor.entity_id, "thumbprints": [k["kid"] for k in anchor.jwks]}

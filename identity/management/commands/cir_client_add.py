@@ -28,6 +28,6 @@ class Command(OperatorCommand):
         jwks = document["keys"] if isinstance(document, dict) and "keys" in document else [document]
         bound = selectors.provider_by_prefix(provider) if provider else None
         client, created = oauth.register_client(client_id=client_id, jwks=jwks, scopes=scope.split(),
-                                                provider=bound, actor="command:cir_client_add")
+                                                provider=bound, actor=self.actor)
         return {"client_id": client.client_id, "created": created, "scope": client.scopes,
                 "provider": bound.prefix if bound else None, "kids": [k["kid"] for k in client.jwks]}

@@ -33,8 +33,8 @@ class Command(OperatorCommand):
         for provider in pending.order_by("prefix"):
             private = crypto.generate_private_key(settings.CIR_SIGNING_ALG)
             key = credentials.register_key(provider=provider, jwk=crypto.public_jwk(private),
-                                           actor="command:cir_credentials_issue")
-            credentials.issue(provider=provider, key=key, actor="command:cir_credentials_issue")
+                                           actor=self.actor)
+            credentials.issue(provider=provider, key=key, actor=self.actor)
             if directory is not None:
                 (directory / f"{provider.prefix}.jwk").write_text(json.dumps(crypto.private_jwk(private)))
             issued.append(provider.prefix)

@@ -20,6 +20,6 @@ class Command(OperatorCommand):
         purposes = purpose or list(keys.API_PURPOSES)
         created = {}
         for name in purposes:
-            key = keys.rotate(name, force=force, actor="command:cir_keys_rotate")
+            key = keys.rotate(name, force=force, actor=self.actor)
             created[name] = None if key is None else {"kid": key.kid, "activates_at": key.activates_at.isoformat()}
         return {"rotated": created, "removed": keys.prune()}

@@ -28,7 +28,7 @@ class Command(OperatorCommand):
             except OSError as exc:
                 raise CommandError(f"cannot read --jwk {jwk}: {exc}") from exc
         done = credentials.onboard(name=name, uscc=uscc, code=code, public_key=public_key,
-                                   actor="command:cir_provider_add")
+                                   actor=self.actor)
         result: dict[str, Any] = {"prefix": done.provider.prefix, "credential": done.credential.token}
         if done.private_jwk is not None:
             result["private_jwk"] = done.private_jwk

@@ -18,6 +18,6 @@ class Command(OperatorCommand):
     def run(self, *, prefix: str, status: str, reason: str, **_: Any) -> dict[str, Any]:
         provider = selectors.provider_by_prefix(prefix)
         provider = credentials.set_status(provider=provider, status=status, reason=reason,
-                                          actor="command:cir_provider_status")
+                                          actor=self.actor)
         return {"prefix": provider.prefix, "credential_status": provider.credential_status,
                 "status": provider.status}

@@ -6,12 +6,14 @@ from django.conf import settings
 from django.core.management.base import CommandError
 
 from core.commands import OperatorCommand
+from identity import keys
+from identity.models import Purpose
 from registry import services
 from registry.models import Platform
 
 
 class Command(OperatorCommand):
-    help = "First set-up of this node: its role, prefix and entity ID (idempotent; refuses changes)."
+    help = "First set-up of this node: its role, prefix, entity ID and keys (idempotent; refuses changes)."
 
     def add_command_arguments(self, parser) -> None:
         parser.add_argument("--role", required=True, choices=Platform.Role.values)
@@ -23,6 +25,8 @@ class Command(OperatorCommand):
         entity_id = entity_id or settings.CIR_ENTITY_ID
         if not entity_id:
             raise CommandError("--entity-id is required (or set CIR_ENTITY_ID)")
-        node, created = services.node_init(role=role, code=code, entity_id=entity_id, actor="command:cir_node_init")
+        node, created = services.node_init(role=role, code=code, entity_id=entity_id, actor=self.actor)
+        # The node's keys: one API key set per purpose and its federation key (CONTRACT §5, §8).
+        keys.ensure_keys((*keys.API_PURPOSES, Purpose.FEDERATION))
         return {"created": created, "role": node.role, "code": node.code, "prefix": node.prefix,
                 "entity_id": node.entity_id}
