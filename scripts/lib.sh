@@ -33,8 +33,10 @@ ensure_venv() {
   digest="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
     log "installing CIR and its dependencies (pip install -e .[dev])"
-    "$PY" -m pip install -q --upgrade pip >/dev/null
-    "$PY" -m pip install -q -e "$ROOT[dev]"
+    "$PY" -m pip install -q --upgrade pip 2>&1 | { grep -vE "^WARNING: Location" || true; }
+    # Keep pip's own errors, drop the machine's index warnings and setuptools' editable-install banner.
+    "$PY" -m pip install -q -e "$ROOT[dev]" 2>&1 \
+      | { grep -vE "^WARNING: Location|BuildBackendWarning|^ *!!|\*{20}|Please be careful|name as your package|with strategy, WheelFile|^\s*$" || true; }
     echo "$digest" > "$stamp"
   fi
 }
