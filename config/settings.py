@@ -219,3 +219,4 @@ CELERY_BEAT_SCHEDULE.update({
     "federation-refresh": {"task": "federation.tasks.refresh_peers", "schedule": 3600.0},
 })
 CIR_SYNC_PAGE_SIZE = int(env_str("CIR_SYNC_PAGE_SIZE", "500"))
+CIR_MIRRORED_STATUS_LOOKUP = "federation.status.credential_status"

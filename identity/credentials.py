@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from core import audit
 from core.errors import ApplicationError
@@ -231,6 +232,9 @@ def _mirrored_authentication_keys(provider: Provider, now: dt.datetime) -> list[
     arrived; its status follows the feed (CONTRACT §6, §8)."""
     if not provider.credential or provider.effective_credential_status(now) != CredentialStatus.VALID:
         return []
+    lookup = getattr(settings, "CIR_MIRRORED_STATUS_LOOKUP", None)
+    if lookup and import_string(lookup)(provider) != CredentialStatus.VALID:
+        return []  # the issuer's status list, newer than the feed, says otherwise
     try:
         claims = tokens.parse_unverified(provider.credential, tokens.PROVIDER_CREDENTIAL)[1]
     except tokens.TokenError:

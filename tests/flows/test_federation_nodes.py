@@ -196,3 +196,28 @@ def test_resolve_endpoint_and_kept_checkpoints(federation):
     assert bad.status_code == 404 and bad.json()["error"] == "invalid_trust_anchor"
     kept = national.shell("from federation.models import PeerCheckpoint; print(PeerCheckpoint.objects.count())")
     assert int(kept.strip()) >= 1
+
+
+def test_a_revocation_reaches_the_national_node_by_status_list_before_the_feed(federation):
+    national, provincial, industry = federation
+    onboarded = industry.manage("cir_provider_add", "--name", "Revoked Early", "--uscc", valid_uscc(5204),
+                                "--code", "REV", "--json")
+    _sync_up(industry, provincial)
+    eventually(lambda: national.get(f"/api/v1/providers/{onboarded['prefix']}").json().get("credential_status")
+               == "valid", what="the provider to arrive", nodes=[national, provincial, industry])
+    machine = Machine(onboarded["prefix"], crypto.load_private_jwk(onboarded["private_jwk"]))
+
+    def token_status() -> int:
+        return requests.post(f"{national.url}/oauth/token", data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": machine.assertion(f"{national.url}/oauth/token")}, timeout=10).status_code
+
+    assert token_status() == 200
+    # Revoke at home and do NOT sync: the feed still says valid at the national node...
+    industry.manage("cir_provider_status", "--prefix", onboarded["prefix"], "--set", "revoked", "--reason", "fraud",
+                    "--json")
+    assert national.get(f"/api/v1/providers/{onboarded['prefix']}").json()["credential_status"] == "valid"
+    # ...but once its cached copy of the status list has expired (ttl), the list wins.
+    national.shell("from django.core.cache import cache; cache.clear()")
+    assert token_status() == 401
