@@ -14,6 +14,7 @@ urlpatterns = [
     path("", include("identity.urls")),
     path("", include("federation.urls")),
     path("api/v1/", include("registry.api.urls")),
+    path("api/v1/", include("scheduling.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("admin/", admin.site.urls),

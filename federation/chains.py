@@ -57,34 +57,20 @@ def _statement(superior: str, superior_configuration: str, subject: str, own: st
         if peer is None:
             raise ChainError("not_found", f"{subject} is not our subordinate")
         return entity.subordinate_statement(peer)
-    fetch = (_decode(superior_configuration).get("metadata", {}).get("federation_entity", {})
-             .get("federation_fetch_endpoint"))
-    if not isinstance(fetch, str):
-        raise ChainError("malformed", f"{superior} publishes no federation_fetch_endpoint")
-    return clients.subordinate_statement(fetch, subject)
+    return clients.subordinate_statement(trust.fetch_endpoint(superior_configuration), subject)
 
 
 def collect(entity_id: str) -> tuple[list[str], dict[str, list[dict[str, Any]]]]:
-    """Fetch [leaf configuration, statements about each level, anchor configuration] from
-    ``entity_id`` up to one of our pinned anchors; returns the raw statements and the pins."""
+    """Fetch the statements from ``entity_id`` up to one of our pinned anchors, and the pins."""
     pinned = anchors()
     own = this_node().entity_id
-    current, current_configuration = entity_id, _configuration_of(entity_id, own)
-    statements = [current_configuration]
-    if current in pinned:
-        return statements, pinned
-    for _ in range(MAX_DEPTH):
-        hints = _decode(current_configuration).get("authority_hints") or []
-        superior = next((h for h in hints if isinstance(h, str)), None)
-        if superior is None:
-            raise ChainError("untrusted_anchor", f"{current} names no superior and is not a pinned anchor")
-        superior_configuration = _configuration_of(superior, own)
-        statements.append(_statement(superior, superior_configuration, current, own))
-        if superior in pinned:
-            statements.append(superior_configuration)
-            return statements, pinned
-        current, current_configuration = superior, superior_configuration
-    raise ChainError("max_depth", f"no pinned anchor within {MAX_DEPTH} levels of {entity_id}")
+    try:
+        statements = trust.walk(entity_id, anchors=pinned, configuration_of=lambda e: _configuration_of(e, own),
+                                statement_about=lambda sup, conf, sub: _statement(sup, conf, sub, own),
+                                max_depth=MAX_DEPTH)
+    except trust.TrustChainError as exc:
+        raise ChainError(exc.reason, str(exc)) from exc
+    return statements, pinned
 
 
 def build_chain(entity_id: str) -> trust.TrustChain:

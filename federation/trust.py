@@ -74,6 +74,39 @@ def decode_unverified(token: Any) -> dict[str, Any]:
         raise TrustChainError(exc.reason, str(exc)) from exc
 
 
+def fetch_endpoint(configuration: str) -> str:
+    """The ``federation_fetch_endpoint`` an entity configuration advertises."""
+    endpoint = (decode_unverified(configuration).get("metadata", {}).get("federation_entity", {})
+                .get("federation_fetch_endpoint"))
+    if not isinstance(endpoint, str):
+        raise TrustChainError("malformed", "the configuration publishes no federation_fetch_endpoint")
+    return endpoint
+
+
+def walk(entity_id: str, *, anchors: Collection[str], configuration_of: Callable[[str], str],
+         statement_about: Callable[[str, str, str], str], max_depth: int = MAX_CHAIN_LENGTH - 2) -> list[str]:
+    """Collect [subject configuration, statements about each level, anchor configuration] by following
+    ``authority_hints`` up to one of ``anchors``. I/O is the caller's: ``configuration_of(entity)`` and
+    ``statement_about(superior, superior_configuration, subject)`` return compact statements. Nothing
+    here is trusted yet: pass the result to ``validate_chain``."""
+    current, current_configuration = entity_id, configuration_of(entity_id)
+    statements = [current_configuration]
+    if current in anchors:
+        return statements
+    for _ in range(max_depth):
+        hints = decode_unverified(current_configuration).get("authority_hints") or []
+        superior = next((h for h in hints if isinstance(h, str)), None)
+        if superior is None:
+            raise TrustChainError("untrusted_anchor", f"{current} names no superior and is not a pinned anchor")
+        superior_configuration = configuration_of(superior)
+        statements.append(statement_about(superior, superior_configuration, current))
+        if superior in anchors:
+            statements.append(superior_configuration)
+            return statements
+        current, current_configuration = superior, superior_configuration
+    raise TrustChainError("untrusted_anchor", f"no pinned anchor within {max_depth} levels of {entity_id}")
+
+
 def keys_for(chain: TrustChain, entity_id: str) -> list[dict[str, Any]]:
     """Federation keys of an entity in the chain (its superior's word; the anchor's pin); [] otherwise."""
     return list(chain.jwks_by_entity.get(entity_id, ()))

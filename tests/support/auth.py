@@ -51,3 +51,18 @@ def bearer_client(machine: Machine, scope: str | None = None) -> APIClient:
     assert response.status_code == 200, response.content
     api.credentials(HTTP_AUTHORIZATION="Bearer " + response.json()["access_token"])
     return api
+
+
+def dpop_proof(key: Any, method: str, url: str, token: str | None = None, **overrides: Any) -> str:
+    """An RFC 9449 proof signed by ``key`` with its public JWK in the header."""
+    claims = {"jti": uuid.uuid4().hex, "htm": method, "htu": url, "iat": int(time.time())}
+    if token is not None:
+        claims["ath"] = crypto.sha256_b64url(token)
+    claims.update(overrides)
+    claims = {k: v for k, v in claims.items() if v is not None}
+    return crypto.sign(claims, key, typ="dpop+jwt", kid=None, extra_headers={"jwk": crypto.public_jwk(key)})
+
+
+def bearer_token(machine: Machine, scope: str | None = None) -> str:
+    api = bearer_client(machine, scope)
+    return api._credentials["HTTP_AUTHORIZATION"].split(" ", 1)[1]

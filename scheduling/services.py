@@ -1,0 +1,226 @@
+"""Scheduling handoff (CONTRACT §7): issue DPoP-bound tickets, take acknowledgements, expire the rest."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import rfc8785
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from core import audit
+from core.errors import ApplicationError
+from identity import crypto, keys, replay, tokens
+from identity.models import Purpose
+from registry import identifiers, selectors
+from registry.models import Provider, Resource, Source
+from registry.services import this_node
+
+from .models import Handoff
+
+MAX_JOB_BYTES = 256 * 1024
+BODY_MEMBERS = frozenset({"ucri", "job", "endpoint"})
+
+
+def job_sha256(job: Any) -> str:
+    """Hex SHA-256 of the RFC 8785 canonical JSON of ``job`` (exactly as RFC 8785 defines it)."""
+    return hashlib.sha256(rfc8785.dumps(job)).hexdigest()
+
+
+def normalize_url(url: str) -> str:
+    """For ``htu`` comparison (RFC 9449 §4.3): no query or fragment, case-insensitive scheme and host,
+    default ports dropped."""
+    parts = urlsplit(url)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    port = parts.port
+    default = {"http": 80, "https": 443}.get(scheme)
+    netloc = host if port in (None, default) else f"{host}:{port}"
+    if ":" in host and not host.startswith("["):
+        netloc = f"[{host}]" if port in (None, default) else f"[{host}]:{port}"
+    return urlunsplit((scheme, netloc, parts.path or "/", "", ""))
+
+
+def verify_proof(proof: str | None, *, method: str, url: str, access_token: str) -> str:
+    """Verify the scheduler's DPoP proof at issuance; returns the thumbprint of its key."""
+    if not proof:
+        raise ApplicationError("dpop_required", "send a DPoP proof in the DPoP header (RFC 9449)")
+    try:
+        verified = tokens.verify(proof, tokens.DPOP_PROOF, replay=replay.remember_once)
+    except tokens.TokenError as exc:
+        raise ApplicationError("invalid_dpop_proof", f"DPoP proof rejected: {exc}", extra={"reason": exc.reason}) \
+            from exc
+    claims = verified.claims
+    problems = []
+    if claims.get("htm") != method:
+        problems.append("htm")
+    if not isinstance(claims.get("htu"), str) or normalize_url(claims["htu"]) != normalize_url(url):
+        problems.append("htu")
+    if claims.get("ath") != crypto.sha256_b64url(access_token):
+        problems.append("ath")
+    if problems:
+        raise ApplicationError("invalid_dpop_proof", "the DPoP proof does not match this request: "
+                               + ", ".join(problems), extra={"reason": problems[0]})
+    return crypto.thumbprint(verified.jwk)
+
+
+def _credential_status(provider: Provider) -> str | None:
+    if provider.source == Source.MIRROR:
+        lookup = getattr(settings, "CIR_MIRRORED_STATUS_LOOKUP", None)
+        if lookup:
+            return import_string(lookup)(provider)
+    return provider.effective_credential_status()
+
+
+def _parse_body(body: Any) -> tuple[str, Any, str | None]:
+    if not isinstance(body, dict) or not {"ucri", "job"} <= set(body) or set(body) - BODY_MEMBERS:
+        raise ApplicationError("invalid_request", 'the body is {"ucri", "job", "endpoint" (optional)}')
+    job, endpoint = body["job"], body.get("endpoint")
+    if not isinstance(job, dict):
+        raise ApplicationError("invalid_job", "job must be a JSON object")
+    try:
+        canonical = rfc8785.dumps(job)
+    except (rfc8785.CanonicalizationError, ValueError, TypeError) as exc:
+        raise ApplicationError("invalid_job", f"job cannot be canonicalised (RFC 8785): {exc}") from exc
+    if len(canonical) > MAX_JOB_BYTES:
+        raise ApplicationError("invalid_job", f"a job is at most {MAX_JOB_BYTES} bytes of canonical JSON")
+    if endpoint is not None and not isinstance(endpoint, str):
+        raise ApplicationError("invalid_request", "endpoint must be one of the resource's endpoint URLs")
+    if not isinstance(body["ucri"], str):
+        raise ApplicationError("ucri_malformed", "ucri must be a string")
+    return body["ucri"], job, endpoint
+
+
+def _available(resource: Resource) -> bool:
+    if resource.status != Resource.Status.ACTIVE:
+        return False
+    now = timezone.now()
+    ongoing = [d for d in selectors.current_downtimes([resource]).get(resource.pk, []) if d.start <= now]
+    return not ongoing
+
+
+def request_handoff(*, client_id: str, body: Any, access_token: str, proof: str | None, method: str,
+                    url: str) -> tuple[Handoff, str]:
+    """Check the request, the resource and its provider, and issue a ticket (CONTRACT §7)."""
+    text, job, endpoint = _parse_body(body)
+    jkt = verify_proof(proof, method=method, url=url, access_token=access_token)
+    try:
+        ucri = identifiers.canonicalize(text)
+    except identifiers.UCRIError as exc:
+        raise ApplicationError(exc.code, str(exc)) from exc
+    resource = Resource.objects.select_related("provider", "site").filter(ucri=ucri).first()
+    if resource is None:
+        raise ApplicationError("ucri_unknown", f"no resource is registered here as {ucri}", status=404)
+    if not _available(resource):
+        raise ApplicationError("resource_unavailable", f"{ucri} is {resource.status} or in a downtime",
+                               status=409)
+    status = _credential_status(resource.provider)
+    if status != "valid":
+        raise ApplicationError(f"provider_credential_{status or 'missing'}",
+                               f"the provider's credential is {status or 'missing'}", status=403)
+    urls = [e["url"] for e in resource.endpoints]
+    if endpoint is None:
+        if not urls:
+            raise ApplicationError("resource_unavailable", f"{ucri} publishes no endpoint", status=409)
+        endpoint = urls[0]
+    elif endpoint not in urls:
+        raise ApplicationError("invalid_endpoint", "endpoint must be one of the resource's endpoint URLs")
+    now = timezone.now()
+    lifetime = min(settings.CIR_HANDOFF_LIFETIME, 300)
+    handoff = Handoff(id=uuid.uuid4(), ucri=ucri, provider_prefix=resource.provider.prefix, scheduler=client_id,
+                      endpoint=endpoint, job_sha256=job_sha256(job), jkt=jkt, ticket_jti=uuid.uuid4().hex,
+                      issued_at=now, expires_at=now + dt.timedelta(seconds=lifetime))
+    issued = int(now.timestamp())
+    claims = {"iss": this_node().entity_id, "aud": handoff.provider_prefix, "sub": client_id,
+              "handoff_id": str(handoff.id), "ucri": ucri, "endpoint": endpoint, "job_sha256": handoff.job_sha256,
+              "cnf": {"jkt": jkt}, "jti": handoff.ticket_jti, "iat": issued, "exp": issued + lifetime}
+    with transaction.atomic():
+        handoff.save(force_insert=True)
+        ticket = keys.sign(Purpose.HANDOFF, claims, typ="handoff+jwt", now=now).token
+        audit.record(actor=f"client:{client_id}", action="handoff.issued", target_type="handoff",
+                     target_key=str(handoff.id), data={"ucri": ucri, "endpoint": endpoint,
+                                                        "job_sha256": handoff.job_sha256, "jkt": jkt})
+    return handoff, ticket
+
+
+def _find(handoff_id: str) -> Handoff | None:
+    try:
+        return Handoff.objects.filter(pk=uuid.UUID(str(handoff_id))).first()
+    except ValueError:
+        return None
+
+
+def _not_found() -> ApplicationError:
+    return ApplicationError("not_found", "no such handoff", status=404)
+
+
+def _addressed_provider(handoff: Handoff, provider_id: int | None) -> bool:
+    return provider_id is not None and Provider.objects.filter(pk=provider_id,
+                                                               prefix=handoff.provider_prefix).exists()
+
+
+def visible(handoff_id: str, *, client_id: str, scopes: frozenset[str], provider_id: int | None) -> Handoff:
+    """The scheduler that asked (``handoff:request``) or the addressed provider (``handoff:ack``); anyone
+    else gets the same 404 as for a handoff that does not exist."""
+    handoff = _find(handoff_id)
+    if handoff is None:
+        raise _not_found()
+    if "handoff:request" in scopes and handoff.scheduler == client_id:
+        return _refresh_expiry(handoff)
+    if "handoff:ack" in scopes and _addressed_provider(handoff, provider_id):
+        return _refresh_expiry(handoff)
+    raise _not_found()
+
+
+def _refresh_expiry(handoff: Handoff) -> Handoff:
+    if handoff.status == Handoff.Status.ISSUED and handoff.expires_at <= timezone.now():
+        Handoff.objects.filter(pk=handoff.pk, status=Handoff.Status.ISSUED).update(status=Handoff.Status.EXPIRED)
+        handoff.refresh_from_db()
+    return handoff
+
+
+def acknowledge(handoff_id: str, *, provider_id: int | None, client_id: str, body: Any) -> Handoff:
+    if not isinstance(body, dict) or "accepted" not in body or set(body) - {"accepted", "reason"} \
+            or not isinstance(body["accepted"], bool) or not isinstance(body.get("reason", ""), str) \
+            or len(body.get("reason", "")) > 500:
+        raise ApplicationError("invalid_request", 'the body is {"accepted": true|false, "reason": "..."}')
+    with transaction.atomic():
+        handoff = _find(handoff_id)
+        if handoff is None or not _addressed_provider(handoff, provider_id):
+            raise _not_found()
+        handoff = Handoff.objects.select_for_update().get(pk=handoff.pk)
+        if handoff.status in (Handoff.Status.ACCEPTED, Handoff.Status.REJECTED):
+            raise ApplicationError("already_acknowledged", f"the handoff was already {handoff.status}", status=409)
+        expired = handoff.status == Handoff.Status.EXPIRED or handoff.expires_at <= timezone.now()
+        if expired:
+            Handoff.objects.filter(pk=handoff.pk).update(status=Handoff.Status.EXPIRED)
+        else:
+            handoff.status = Handoff.Status.ACCEPTED if body["accepted"] else Handoff.Status.REJECTED
+            handoff.reason = body.get("reason", "")
+            handoff.acknowledged_at = timezone.now()
+            handoff.save(update_fields=["status", "reason", "acknowledged_at"])
+            audit.record(actor=f"client:{client_id}", action=f"handoff.{handoff.status}", target_type="handoff",
+                         target_key=str(handoff.id), data={"reason": handoff.reason})
+    if expired:  # raised after the commit, so the expiry is recorded
+        raise ApplicationError("handoff_expired", "the ticket expired before it was acknowledged", status=409)
+    return handoff
+
+
+def expire_due(now: dt.datetime | None = None) -> int:
+    now = now or timezone.now()
+    return Handoff.objects.filter(status=Handoff.Status.ISSUED, expires_at__lte=now).update(
+        status=Handoff.Status.EXPIRED)
+
+
+def public(handoff: Handoff) -> dict[str, Any]:
+    from registry.records import timestamp
+
+    return {"id": str(handoff.id), "ucri": handoff.ucri, "provider": handoff.provider_prefix,
+            "provider_endpoint": handoff.endpoint, "job_sha256": handoff.job_sha256, "status": handoff.status,
+            "issued_at": timestamp(handoff.issued_at), "expires_at": timestamp(handoff.expires_at),
+            "acknowledged_at": timestamp(handoff.acknowledged_at), "reason": handoff.reason or None}
