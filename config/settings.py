@@ -176,6 +176,8 @@ SPECTACULAR_SETTINGS = {
 # Celery: a real broker in production; eager execution is the embedded default.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or None
 CELERY_TASK_ALWAYS_EAGER = CELERY_BROKER_URL is None
+# One queue per node when several nodes share a broker (tests, small labs): CIR_CELERY_QUEUE.
+CELERY_TASK_DEFAULT_QUEUE = env_str("CIR_CELERY_QUEUE", "celery")
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

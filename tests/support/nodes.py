@@ -91,6 +91,7 @@ class Node:
                         ALLOWED_HOSTS="127.0.0.1,localhost")
         if self.redis_db is not None:
             env["CELERY_BROKER_URL"] = f"redis://127.0.0.1:6379/{self.redis_db}"
+            env["CIR_CELERY_QUEUE"] = self.database  # unique: concurrent runs never take each other's tasks
         env.update(self.extra_env)
         return env
 
@@ -130,6 +131,7 @@ class Node:
     def start_worker(self) -> subprocess.Popen:
         assert self.redis_db is not None, "a worker needs a broker"
         return self._spawn([sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo",
+                            "-Q", self.database,
                             "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO"],
                            "worker")
 
@@ -165,10 +167,6 @@ def create_node(name: str, *, role: str, code: str | None = None, redis_db: int 
     database = f"cir_node_{name}_{uuid.uuid4().hex[:8]}"
     _admin(f'CREATE DATABASE "{database}" TEMPLATE "{template}"')
     node = Node(name=name, port=free_port(), database=database, redis_db=redis_db, extra_env=extra_env or {})
-    if redis_db is not None:
-        import redis
-
-        redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
     args = ["cir_node_init", "--role", role, "--entity-id", node.url, "--json"]
     if code:
         args[3:3] = ["--code", code]
