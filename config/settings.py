@@ -225,3 +225,4 @@ CIR_SYNC_PAGE_SIZE = int(env_str("CIR_SYNC_PAGE_SIZE", "500"))
 CIR_MIRRORED_STATUS_LOOKUP = "federation.status.credential_status"
 CELERY_BEAT_SCHEDULE["expire-handoffs"] = {"task": "scheduling.tasks.expire_handoffs", "schedule": 30.0}
 CIR_HANDOFF_LIFETIME = int(env_str("CIR_HANDOFF_LIFETIME", "120"))
+CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {"task": "federation.tasks.sign_audit_checkpoint", "schedule": 30.0}

@@ -51,15 +51,19 @@ def record(*, actor: str, action: str, target_type: str = "", target_key: str = 
                                          prev_hash=prev_hash, hash=entry_hash)
 
 
+def entry_hash(entry: AuditEntry) -> str:
+    """The hash an entry should carry, recomputed from its content and its ``prev_hash``."""
+    return _entry_hash(seq=entry.seq, at=_timestamp(entry.at), actor=entry.actor, action=entry.action,
+                       target_type=entry.target_type, target_key=entry.target_key, data=entry.data,
+                       prev_hash=entry.prev_hash)
+
+
 def verify_chain() -> int | None:
     """Return the ``seq`` of the first entry whose link or content is wrong, or None if intact."""
     expected_prev = GENESIS_HASH
     expected_seq = 1
     for entry in AuditEntry.objects.order_by("seq").iterator(chunk_size=2000):
-        recomputed = _entry_hash(seq=entry.seq, at=_timestamp(entry.at), actor=entry.actor,
-                                 action=entry.action, target_type=entry.target_type,
-                                 target_key=entry.target_key, data=entry.data, prev_hash=entry.prev_hash)
-        if entry.seq != expected_seq or entry.prev_hash != expected_prev or recomputed != entry.hash:
+        if entry.seq != expected_seq or entry.prev_hash != expected_prev or entry_hash(entry) != entry.hash:
             return entry.seq
         expected_prev = entry.hash
         expected_seq += 1

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from registry.admin import OperatorOnlyAdmin
 
-from .models import Peer, PeerCheckpoint, TrustAnchor, Violation
+from .models import AuditCheckpoint, Peer, PeerCheckpoint, TrustAnchor, Violation
 
 
 class ReadOnly(OperatorOnlyAdmin):
@@ -78,3 +78,9 @@ class TrustAnchorAdmin(ReadOnly):
 class PeerCheckpointAdmin(ReadOnly):
     list_display = ("peer", "seq", "head", "fetched_at")
     readonly_fields = ("peer", "seq", "head", "token", "fetched_at")
+
+
+@admin.register(AuditCheckpoint)
+class AuditCheckpointAdmin(ReadOnly):
+    list_display = ("seq", "head", "created_at")
+    readonly_fields = ("seq", "head", "token", "created_at")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 
 from core.models import TimeStampedModel
 
@@ -91,3 +92,19 @@ class PeerCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.peer.entity_id} audit #{self.seq}"
+
+
+class AuditCheckpoint(models.Model):
+    """This node's own signed commitment to its audit log's head (CONTRACT §5, §8). Kept forever: an
+    entry covered by a checkpoint can no longer be edited, deleted or re-hashed unnoticed."""
+
+    seq = models.BigIntegerField(unique=True, help_text="seq of the head entry (0: empty log).")
+    head = models.CharField(max_length=64, help_text="hash of the head entry.")
+    token = models.TextField(help_text="The signed audit-checkpoint+jwt.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-seq"]
+
+    def __str__(self) -> str:
+        return f"audit checkpoint #{self.seq}"

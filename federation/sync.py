@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from . import chains, clients
 from .models import Peer, PeerCheckpoint, Violation
 
 log = logging.getLogger(__name__)
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 PAGE_SIZE = getattr(settings, "CIR_SYNC_PAGE_SIZE", 500)
 OPS = ("upsert", "retire")
 _token_cache: dict[tuple[str, str], tuple[str, float]] = {}
@@ -220,17 +222,31 @@ def keep_checkpoint(peer: Peer) -> PeerCheckpoint | None:
         log.warning("no audit checkpoint from %s: %s", peer.entity_id, exc)
         return None
     seq, head = claims.get("seq"), claims.get("head")
-    if not _int(seq) or seq < 0 or not isinstance(head, str) or len(head) != 64:
-        _record_violation(peer, None, "invalid_checkpoint", "a checkpoint has an integer seq and a SHA-256 head")
+    if not _int(seq) or seq < 0 or not isinstance(head, str) or not _SHA256_HEX.match(head):
+        _checkpoint_violation(peer, "invalid_checkpoint", "a checkpoint has an integer seq and a SHA-256 head")
         return None
     latest = peer.checkpoints.order_by("-seq").first()
     same_seq = peer.checkpoints.filter(seq=seq).first()
     if (same_seq is not None and same_seq.head != head) or (latest is not None and seq < latest.seq):
-        _record_violation(peer, None, "audit_log_changed", f"checkpoint {seq}/{head} contradicts what we kept")
+        _checkpoint_violation(peer, "audit_log_changed", f"checkpoint {seq}/{head} contradicts what we kept")
         return None
     if same_seq is not None:
         return same_seq
-    return PeerCheckpoint.objects.create(peer=peer, seq=seq, head=head, token=raw)
+    kept, created = PeerCheckpoint.objects.get_or_create(peer=peer, seq=seq, defaults={"head": head, "token": raw})
+    if not created and kept.head != head:  # a concurrent pull kept another head for this seq
+        _checkpoint_violation(peer, "audit_log_changed", f"checkpoint {seq}/{head} contradicts what we kept")
+        return None
+    return kept
+
+
+def _checkpoint_violation(peer: Peer, reason: str, detail: str) -> None:
+    """Kept in the violation log and counted on the peer (admin, metrics), and logged loudly: a
+    subordinate whose audit log changed under a signed checkpoint needs a person."""
+    from django.db.models import F
+
+    log.error("audit checkpoint from %s: %s: %s", peer.entity_id, reason, detail)
+    _record_violation(peer, None, reason, detail)
+    Peer.objects.filter(pk=peer.pk).update(violations=F("violations") + 1)
 
 
 def _store_counters(peer: Peer, report: PullReport) -> None:

@@ -6,7 +6,9 @@ import datetime as dt
 
 from celery import shared_task
 
-from . import chains, clients, sync
+from core.errors import ApplicationError
+
+from . import chains, checkpoints, clients, sync
 from .models import Peer
 
 PULL_INTERVAL = dt.timedelta(seconds=60)
@@ -48,3 +50,14 @@ def refresh_peers() -> int:
         except (chains.ChainError, clients.PeerError):
             continue  # the next pull records the error on the peer
     return refreshed
+
+
+@shared_task
+def sign_audit_checkpoint() -> dict:
+    """Beat, every 30 s: sign a checkpoint of the audit head when it advanced (CONTRACT §8). A refusal
+    (the log no longer holds the last signed head) is logged as an error by the service."""
+    try:
+        checkpoint = checkpoints.sign_if_advanced()
+    except ApplicationError as exc:
+        return {"signed": None, "error": exc.code}
+    return {"signed": checkpoint.seq if checkpoint else None}

@@ -12,12 +12,11 @@ from rest_framework import exceptions
 from rest_framework.views import APIView
 
 from core.errors import ApplicationError
-from core.models import AuditEntry
 from identity import keys
 from identity.models import Purpose
 from registry.services import this_node
 
-from .. import chains, clients, entity, feed, trust
+from .. import chains, checkpoints, clients, entity, feed, trust
 from ..models import Peer
 
 _OIDF_CODES = {401: "invalid_token", 403: "insufficient_scope", 404: "not_found", 405: "invalid_request",
@@ -168,13 +167,12 @@ class NotifyView(FederationView):
 
 
 class AuditCheckpointView(PublicFederationView):
+    """The latest stored audit checkpoint (CONTRACT §8): the same token until the audit head advances and
+    the beat task signs a new one."""
+
     @extend_schema(operation_id="audit_checkpoint_latest", responses={200: OpenApiTypes.STR})
     def get(self, request):
-        head = AuditEntry.objects.order_by("-seq").first()
-        now = int(timezone.now().timestamp())
-        from core.audit import GENESIS_HASH
-
-        claims = {"iss": this_node().entity_id, "iat": now, "seq": head.seq if head else 0,
-                  "head": head.hash if head else GENESIS_HASH}
-        token = keys.sign(Purpose.CREDENTIAL, claims, typ="audit-checkpoint+jwt").token
-        return _jwt_response(token, "audit-checkpoint+jwt")
+        checkpoint = checkpoints.latest_or_sign()
+        if checkpoint is None:
+            return oidf_error(503, "temporarily_unavailable", "no audit checkpoint yet", {"Retry-After": "30"})
+        return _jwt_response(checkpoint.token, checkpoints.TYP)
