@@ -115,6 +115,7 @@ def apply_page(peer: Peer, claims: Mapping[str, Any], report: PullReport,
                verify_credential: Callable[[Mapping[str, Any]], None] | None) -> None:
     """Apply a verified page's changes; the caller holds the transaction and saves the cursor."""
     now = timezone.now()
+    relay: list[outbox.Change] = []
     for change in claims["changes"]:
         problem = _shape_problem(change)
         if problem is not None:
@@ -129,7 +130,7 @@ def apply_page(peer: Peer, claims: Mapping[str, Any], report: PullReport,
             if not any(identifiers.prefix_within(prefix, delegated) for delegated in peer.prefixes):
                 raise mirror.MirrorViolation("outside_delegation",
                                              f"{prefix} lies outside {', '.join(peer.prefixes)}")
-            outcome = mirror.apply(change, now=now, verify_credential=verify_credential)
+            outcome = mirror.apply(change, now=now, verify_credential=verify_credential, relay=relay)
         except mirror.MirrorViolation as exc:
             _record_violation(peer, change, exc.reason, exc.detail)
             report.violations += 1
@@ -139,6 +140,7 @@ def apply_page(peer: Peer, claims: Mapping[str, Any], report: PullReport,
             report.applied += 1
         else:
             report.stale += 1
+    outbox.append_many(relay)  # one sequence draw per page; the page's transaction keeps the order
 
 
 def _fail(peer: Peer, report: PullReport, reason: str, detail: str) -> PullReport:

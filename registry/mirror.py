@@ -250,10 +250,12 @@ def _apply_downtime(change, record, authority: str, now: dt.datetime) -> str:
 
 
 def apply(change: Mapping[str, Any], *, now: dt.datetime,
-          verify_credential: Callable[[Mapping[str, Any]], None] | None = None) -> str:
+          verify_credential: Callable[[Mapping[str, Any]], None] | None = None,
+          relay: list[outbox.Change] | None = None) -> str:
     """Apply one validated-in-shape change; returns APPLIED or STALE, raises ``MirrorViolation``.
 
-    Runs in a savepoint: a violation leaves nothing behind. An applied change is relayed.
+    Runs in a savepoint: a violation leaves nothing behind. An applied change is relayed: appended to
+    ``relay`` when given (the caller writes a page's relays with one sequence draw), else at once.
     """
     kind, record, authority = change["type"], change["record"], change["authority"]
     if kind not in KNOWN_TYPES:
@@ -268,6 +270,10 @@ def apply(change: Mapping[str, Any], *, now: dt.datetime,
         else:
             outcome = _apply_downtime(change, record, authority, now)
         if outcome == APPLIED:
-            outbox.append(outbox.Change(kind, change["op"], change["key"], change.get("version"), authority,
-                                        dict(record)))
+            relayed = outbox.Change(kind, change["op"], change["key"], change.get("version"), authority,
+                                    dict(record))
+            if relay is None:
+                outbox.append(relayed)
+            else:
+                relay.append(relayed)
     return outcome
