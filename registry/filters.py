@@ -7,7 +7,8 @@ from collections.abc import Mapping
 
 import django_filters
 from django import forms
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
+from django.utils import timezone
 
 from core.errors import ApplicationError
 from core.pagination import Key, Ordering
@@ -23,6 +24,8 @@ ORDERINGS: dict[str, Ordering] = {
     "pue": Ordering("pue", (Key("pue"), _TIE)),
     "-green_ratio": Ordering("-green_ratio", (Key("green_ratio", descending=True), _TIE)),
     "updated_at": Ordering("updated_at", (Key("updated_at"), _TIE)),
+    "-available_units": Ordering("-available_units", (
+        Key("available_units_now", descending=True, nullable=True, parse=int), _TIE)),
 }
 PAGINATION_PARAMETERS = frozenset({"cursor", "limit"})
 
@@ -74,6 +77,9 @@ class ResourceFilterSet(django_filters.FilterSet):
     max_pue = AsciiNumberFilter(field_name="pue", lookup_expr="lte", min_value=0)
     min_green_ratio = AsciiNumberFilter(field_name="green_ratio", lookup_expr="gte", min_value=0, max_value=1)
     source = django_filters.ChoiceFilter(choices=Source.choices)
+    min_available_units = AsciiNumberFilter(field_name="availability__available_units", lookup_expr="gte",
+                                            min_value=0)
+    fresh_only = django_filters.ChoiceFilter(choices=[("true", "true"), ("false", "false")], method="filter_fresh")
     include_downtime = django_filters.ChoiceFilter(choices=[("true", "true"), ("false", "false")],
                                                    method="filter_noop")
     order = django_filters.ChoiceFilter(choices=[(name, name) for name in ORDERINGS], method="filter_noop")
@@ -84,6 +90,11 @@ class ResourceFilterSet(django_filters.FilterSet):
 
     def filter_prefix(self, queryset: QuerySet[Resource], name: str, value: str) -> QuerySet[Resource]:
         return selectors.under_prefix(queryset, value) if value else queryset
+
+    def filter_fresh(self, queryset: QuerySet[Resource], name: str, value: str) -> QuerySet[Resource]:
+        if value != "true":
+            return queryset
+        return queryset.filter(availability__expires_at__gt=timezone.now())
 
     def filter_noop(self, queryset, name, value):
         # ``include_downtime`` and ``order`` shape the base queryset and the pagination, not a WHERE.
@@ -129,5 +140,7 @@ def discover(params: Mapping) -> tuple[QuerySet[Resource], Ordering, dict[str, s
                                "prices compare only within one price_unit: add price_unit=card|core|node",
                                status=400)
     base = selectors.discovery_queryset(include_downtime=cleaned.get("include_downtime") == "true")
+    if order_name == "-available_units":
+        base = base.annotate(available_units_now=F("availability__available_units"))
     queryset = filterset.filter_queryset(base)
     return queryset, ORDERINGS[order_name], values

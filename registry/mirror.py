@@ -26,7 +26,7 @@ from .reference import hub_for_province
 from .validators import validate_endpoints, validate_province, validate_uscc
 
 APPLIED, STALE = "applied", "stale"
-KNOWN_TYPES = ("provider", "site", "resource", "downtime")
+KNOWN_TYPES = ("provider", "site", "resource", "downtime", "availability")
 CREDENTIAL_STATUSES = (None, "valid", "suspended", "revoked")
 
 
@@ -71,7 +71,7 @@ def _clean(instance, exclude: list[str]) -> None:
 def key_prefix(change: Mapping[str, Any]) -> str:
     """The prefix a change's key lies in, which the consumer checks against the origin's delegation."""
     kind, key, record = change["type"], change["key"], change["record"]
-    if kind == "resource":
+    if kind in ("resource", "availability"):
         try:
             canonical = identifiers.canonicalize(key)
         except identifiers.UCRIError as exc:
@@ -260,6 +260,11 @@ def apply(change: Mapping[str, Any], *, now: dt.datetime,
     kind, record, authority = change["type"], change["record"], change["authority"]
     if kind not in KNOWN_TYPES:
         raise ValueError(f"unknown type {kind}")
+    if kind == "availability":
+        from .availability import apply_mirrored
+
+        with transaction.atomic():
+            return apply_mirrored(change)  # relayed coalesced by our own feed (availability.publish_pending)
     with transaction.atomic():
         if kind == "provider":
             outcome = _apply_provider(change, record, authority, now, verify_credential)

@@ -268,3 +268,32 @@ class Downtime(TimeStampedModel):
     def __str__(self) -> str:
         target = self.resource.ucri if self.resource_id else (self.site.name if self.site_id else "?")
         return f"{self.classification} downtime of {target} {self.start:%Y-%m-%d %H:%M}"
+
+
+class Availability(models.Model):
+    """The latest live availability report of a resource (CONTRACT §13). Kept apart from the resource
+    row: providers report every few seconds, and availability never bumps ``version``."""
+
+    resource = models.OneToOneField(Resource, primary_key=True, on_delete=models.CASCADE,
+                                    related_name="availability")
+    available_units = models.PositiveIntegerField()
+    queued_jobs = models.PositiveIntegerField(null=True, blank=True)
+    observed_at = models.DateTimeField()
+    valid_for = models.PositiveIntegerField()
+    expires_at = models.DateTimeField()
+    authority = models.CharField(max_length=255)
+    # Set when a newer report arrived since the change feed last carried this resource: the feed
+    # publishes one entry per dirty resource per pull, however many reports came in between.
+    unpublished = models.BooleanField(default=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["available_units"], name="availability_units"),
+            models.Index(fields=["expires_at"], name="availability_expiry"),
+            models.Index(fields=["unpublished"], name="availability_unpublished",
+                         condition=Q(unpublished=True)),
+        ]
+        verbose_name_plural = "availability"
+
+    def __str__(self) -> str:
+        return f"{self.available_units} units of {self.resource_id} at {self.observed_at:%H:%M:%S}"

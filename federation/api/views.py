@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from core.errors import ApplicationError
 from identity import keys
 from identity.models import Purpose
+from registry import availability
 from registry.services import this_node
 
 from .. import chains, checkpoints, clients, entity, feed, trust
@@ -144,6 +145,7 @@ class ChangeFeedView(FederationView):
             return oidf_error(400, "invalid_request", "after and limit are integers")
         if after < 0 or not 1 <= limit <= feed.MAX_LIMIT:
             return oidf_error(400, "invalid_request", f"after >= 0 and 1 <= limit <= {feed.MAX_LIMIT}")
+        availability.publish_pending()  # newest report per resource, once per pull
         return _jwt_response(feed.signed_page(after, limit), "change-page+jwt")
 
 

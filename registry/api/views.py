@@ -15,7 +15,7 @@ from core.idempotency import idempotent
 from core.pagination import envelope, next_url, paginate, parse_limit
 from core.throttling import ResolveRateThrottle
 
-from .. import error_codes, filters, records, selectors, services
+from .. import availability, error_codes, filters, records, selectors, services
 from . import writes
 from .serializers import ResourceInputSerializer
 
@@ -109,8 +109,11 @@ class ResourceListView(APIView):
     def get(self, request: Request) -> HttpResponse:
         queryset, ordering, values = filters.discover(request.query_params)
         page = paginate(queryset, ordering, cursor=values.get("cursor"), limit=parse_limit(values.get("limit")))
-        return json_response(request, envelope(selectors.records_for(page.items),
-                                               next_url(request, page.next_cursor)))
+        held = availability.for_resources(page.items)
+        items = selectors.records_for(page.items)
+        for resource, item in zip(page.items, items, strict=True):
+            item["availability"] = availability.public(held.get(resource.pk))
+        return json_response(request, envelope(items, next_url(request, page.next_cursor)))
 
     @extend_schema(operation_id="resource_create", summary="Register a resource (mints its UCRI)",
                    request=ResourceInputSerializer, responses={201: _record, 400: _problem, 409: _problem})

@@ -16,8 +16,8 @@ from core.http import if_match_version, json_response
 from core.idempotency import idempotent
 from core.permissions import InsufficientScope
 
-from .. import error_codes, identifiers, records, selectors, services
-from ..models import Downtime, Provider, Resource, Site
+from .. import availability, error_codes, identifiers, records, selectors, services
+from ..models import Availability, Downtime, Provider, Resource, Site
 from .serializers import DowntimeInputSerializer, ResourceInputSerializer, SiteInputSerializer
 
 READ_WRITE = {"GET": "resources:read", "HEAD": "resources:read", "PATCH": "resources:write",
@@ -167,3 +167,34 @@ class DowntimeDetailView(APIView):
     def delete(self, request: Request, downtime_id: str) -> HttpResponse:
         services.downtime_delete(downtime=_own(Downtime, request, downtime_id, "downtime"))
         return HttpResponse(status=204)
+
+
+class AvailabilityReportView(APIView):
+    required_scopes = "resources:write"
+
+    @extend_schema(operation_id="availability_report", request=OpenApiTypes.OBJECT,
+                   responses={202: _object, 400: _object, 404: _object})
+    def post(self, request: Request) -> HttpResponse:
+        body = request.data
+        if not isinstance(body, dict) or set(body) != {"reports"}:
+            raise ApplicationError(error_codes.INVALID_REQUEST, 'the body is {"reports": [...]}')
+        accepted = availability.report(provider=own_provider(request), reports=body["reports"])
+        return json_response(request, {"accepted": accepted}, status=202)
+
+
+class ResourceAvailabilityView(APIView):
+    required_scopes = "resources:read"
+
+    @extend_schema(operation_id="resource_availability", responses={200: _object, 404: _object})
+    def get(self, request: Request, ucri: str) -> HttpResponse:
+        try:
+            canonical = identifiers.canonicalize(ucri)
+        except identifiers.UCRIError as exc:
+            raise ApplicationError(exc.code, str(exc), status=400) from exc
+        resource = Resource.objects.filter(ucri=canonical).only("pk").first()
+        if resource is None:
+            raise ApplicationError("ucri_unknown", f"no resource is registered as {canonical}", status=404)
+        held = Availability.objects.filter(pk=resource.pk).first()
+        if held is None:
+            raise ApplicationError("no_report", f"no availability has been reported for {canonical}", status=404)
+        return json_response(request, availability.public(held), etag=True)

@@ -137,10 +137,12 @@ def test_nulls_sort_last_in_descending_fp16(reader, catalog):
 
 
 def test_every_ordering_is_reachable():
-    assert set(ORDERINGS) == {"ucri", "price", "-fp16_tflops", "pue", "-green_ratio", "updated_at"}
+    assert set(ORDERINGS) == {"ucri", "price", "-fp16_tflops", "pue", "-green_ratio", "updated_at",
+                              "-available_units"}
 
 
-@pytest.mark.parametrize("order", ["ucri", "price", "-fp16_tflops", "pue", "-green_ratio", "updated_at"])
+@pytest.mark.parametrize("order", ["ucri", "price", "-fp16_tflops", "pue", "-green_ratio", "updated_at",
+                                   "-available_units"])
 def test_cursor_pages_cover_everything_once(reader, node, order):
     provider = factories.provider(code="PG")
     sites = [factories.site(provider, pue=1.1 + i / 100, green_ratio=i / 10) for i in range(3)]
@@ -256,6 +258,7 @@ def test_retired_resources_only_with_status_retired(reader, catalog):
 def test_items_are_the_resolve_record(reader, catalog):
     item = reader.get("/api/v1/resources?kind=super").json()["results"][0]
     single = reader.get(f"/api/v1/resolve/{item['ucri']}").json()
+    assert item.pop("availability") is None  # discovery adds live availability (CONTRACT §13)
     assert item == single
 
 
