@@ -33,8 +33,8 @@ def owner(node):
 
 
 def report(ucri: str, units: int, *, ago: int = 0, valid_for: int = 60, **extra) -> dict:
-    return {"ucri": ucri, "available_units": units, "observed_at": timestamp(timezone.now() - dt.timedelta(seconds=ago)),
-            "valid_for": valid_for, **extra}
+    observed = timestamp(timezone.now() - dt.timedelta(seconds=ago))
+    return {"ucri": ucri, "available_units": units, "observed_at": observed, "valid_for": valid_for, **extra}
 
 
 def post(api, reports):
@@ -97,7 +97,7 @@ def test_node_priced_resources_report_nodes(owner):
 
 
 def test_another_providers_ucri_is_404_and_nothing_is_stored(owner):
-    _, api, (big, _, _) = owner
+    _, _, (big, _, _) = owner
     _, other_api = _provider("AV02")
     response = post(other_api, [report(big.ucri, 1)])
     assert response.status_code == 404 and response.json()["code"] == "not_found"
