@@ -29,6 +29,7 @@ class Key:
     field: str
     descending: bool = False
     nullable: bool = False  # nulls sort last in either direction
+    parse: Any = None  # for annotated (non-model) fields: turns a cursor string back into a value
 
     def order_expression(self):
         expression = F(self.field)
@@ -82,8 +83,8 @@ def _decode(ordering: Ordering, token: str, model) -> list[Any]:
         try:
             if "\x00" in value:
                 raise ValidationError("NUL")
-            typed.append(model._meta.get_field(key.field).to_python(value))
-        except ValidationError as exc:
+            typed.append(key.parse(value) if key.parse else model._meta.get_field(key.field).to_python(value))
+        except (ValidationError, ValueError, TypeError) as exc:
             raise _invalid_cursor() from exc
     return typed
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
@@ -114,6 +114,8 @@ def api_not_found(request, exception=None) -> HttpResponse:
     """handler404: API clients get problem details, people get the HTML page."""
     if request.path.startswith("/api/"):
         return problem_response(404, "not_found", "No such endpoint.")
+    if request.path.startswith("/federation/"):
+        return JsonResponse({"error": "not_found", "error_description": "no such federation endpoint"}, status=404)
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)

@@ -22,16 +22,6 @@ class ReadOnly(OperatorOnlyAdmin):
         return request.user.is_superuser and super().has_delete_permission(request, obj)
 
 
-class ViolationInline(admin.TabularInline):
-    model = Violation
-    fields = ("created_at", "seq", "type", "key", "reason", "detail")
-    readonly_fields = fields
-    extra = 0
-    max_num = 0
-    ordering = ("-created_at",)
-    show_change_link = True
-
-
 @admin.register(Peer)
 class PeerAdmin(ReadOnly):
     list_display = ("entity_id", "relation", "prefix_list", "chain_status", "cursor", "lag", "last_success_at",
@@ -41,7 +31,7 @@ class PeerAdmin(ReadOnly):
                        "cursor", "origin_head", "lag", "pull_requested_at", "last_pull_at", "last_success_at",
                        "last_error", "consecutive_failures", "applied", "stale", "skipped_unknown", "violations",
                        "notified_seq")
-    inlines = [ViolationInline]
+    # Violations are listed on their own page (filter by peer): a lying peer can send thousands.
 
     @admin.display(description="prefixes")
     def prefix_list(self, peer: Peer) -> str:

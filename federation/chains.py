@@ -204,6 +204,10 @@ def credential_verifier() -> Callable[[Mapping[str, Any]], None]:
             issuer = _payload(token).get("iss")
             if not isinstance(issuer, str):
                 raise ChainError("malformed", "the credential names no issuer")
+            if issuer != record.get("authority"):
+                # Only the node that owns the provider's prefix issues its credential; never fetch
+                # keys from wherever a record says.
+                raise ChainError("invalid_issuer", "the credential's issuer is not the provider's authority")
             api_keys = signed_api_keys(issuer, Purpose.CREDENTIAL)
             claims = tokens.verify(token, tokens.PROVIDER_CREDENTIAL, keys=lambda kid: api_keys, issuer=issuer).claims
             issuer_prefixes = chain_for(issuer).ucri_prefixes if issuer != this_node().entity_id \
@@ -223,3 +227,24 @@ def _payload(token: Any) -> dict[str, Any]:
         return json.loads(crypto.b64url_decode(str(token).split(".")[1]))
     except (ValueError, IndexError) as exc:
         raise ChainError("malformed", "not a compact JWS") from exc
+
+
+def refresh_anchors() -> int:
+    """Anchor key rollover (CONTRACT §8): a configuration signed by a key we pin may announce new keys,
+    which we add; keys the anchor stops publishing are dropped. Returns how many pins changed."""
+    changed = 0
+    for anchor in TrustAnchor.objects.all():
+        try:
+            claims = configuration_claims(anchor.entity_id, list(anchor.jwks))
+        except (ChainError, clients.PeerError):
+            continue  # unreachable or unverifiable: keep the pin we have
+        published = claims["jwks"].get("keys") or []
+        try:
+            normalised = [crypto.load_public_jwk(k)[1] for k in published]
+        except crypto.KeyError_:
+            continue
+        if normalised and {k["kid"] for k in normalised} != {k.get("kid") for k in anchor.jwks}:
+            TrustAnchor.objects.filter(pk=anchor.pk).update(jwks=normalised)
+            cache.delete_many([CACHE_PREFIX + p.entity_id for p in Peer.objects.all()])
+            changed += 1
+    return changed

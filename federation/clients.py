@@ -16,6 +16,7 @@ from identity.models import Purpose
 
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 30
+DEADLINE = 60  # seconds for a whole answer: a peer dripping one byte at a time is cut off
 MAX_BYTES = {"entity-statement+jwt": 64 * 1024, "jwk-set+jwt": 64 * 1024, "change-page+jwt": 16 * 1024 * 1024,
              "json": 1024 * 1024, "statuslist+jwt": 1024 * 1024, "audit-checkpoint+jwt": 4 * 1024}
 USER_AGENT = "cir-federation/1"
@@ -41,6 +42,7 @@ class Answer:
 def _request(method: str, url: str, *, kind: str, **kwargs) -> Answer:
     cap = MAX_BYTES[kind]
     headers = {"User-Agent": USER_AGENT, **kwargs.pop("headers", {})}
+    started = time.monotonic()
     try:
         with requests.request(method, url, headers=headers, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), stream=True,
                               allow_redirects=False, **kwargs) as response:
@@ -49,6 +51,8 @@ def _request(method: str, url: str, *, kind: str, **kwargs) -> Answer:
                 body.extend(chunk)
                 if len(body) > cap:
                     raise PeerError("oversized", f"{url} sent more than {cap} bytes")
+                if time.monotonic() - started > DEADLINE:
+                    raise PeerError("timeout", f"{url} took longer than {DEADLINE} s")
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
             return Answer(response.status_code, content_type, bytes(body))
     except requests.Timeout as exc:
@@ -58,6 +62,8 @@ def _request(method: str, url: str, *, kind: str, **kwargs) -> Answer:
 
 
 def _expect_jwt(answer: Answer, url: str, media: str) -> str:
+    if answer.status == 401:
+        raise PeerError("token_rejected", f"{url} refused our access token")
     if answer.status != 200:
         raise PeerError("http_error", f"{url} answered {answer.status}: {answer.text[:200]}")
     if answer.content_type != f"application/{media}":
@@ -90,7 +96,8 @@ def client_assertion(audience: str, own_entity_id: str) -> str:
     return crypto.sign(claims, private, typ="client-authentication+jwt", kid=node_key.kid)
 
 
-def access_token(token_endpoint: str, own_entity_id: str, scope: str) -> str:
+def access_token(token_endpoint: str, own_entity_id: str, scope: str) -> tuple[str, int]:
+    """An access token and how many seconds it lives, from the peer's token endpoint."""
     form = {"grant_type": "client_credentials", "client_assertion_type": oauth.ASSERTION_TYPE,
             "client_assertion": client_assertion(token_endpoint, own_entity_id), "scope": scope}
     answer = _request("POST", token_endpoint, kind="json", data=form)
@@ -101,7 +108,9 @@ def access_token(token_endpoint: str, own_entity_id: str, scope: str) -> str:
     if answer.status != 200 or not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
         error = body.get("error") if isinstance(body, dict) else None
         raise PeerError("unauthorized", f"{token_endpoint} refused us: {error or answer.status}")
-    return body["access_token"]
+    expires_in = body.get("expires_in")
+    lifetime = expires_in if isinstance(expires_in, int) and not isinstance(expires_in, bool) else 60
+    return body["access_token"], max(0, min(lifetime, 600))
 
 
 def change_page(feed_endpoint: str, token: str, *, after: int, limit: int) -> str:

@@ -4,6 +4,7 @@ applied from its subordinates (relayed with their ``authority``)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from typing import Any
 
@@ -19,6 +20,7 @@ from registry.services import this_node
 EPOCH_SETTING = "feed_epoch"
 PAGE_LIFETIME = dt.timedelta(hours=1)
 MAX_LIMIT = 1000
+MAX_PAGE_BYTES = 8 * 1024 * 1024  # well under the 16 MB a change page may weigh (CONTRACT §5)
 
 
 def epoch() -> str:
@@ -49,6 +51,12 @@ def page_claims(after: int, limit: int, now: dt.datetime | None = None) -> dict[
     rows = list(outbox.read_after(after, limit + 1))
     has_more = len(rows) > limit
     rows = rows[:limit]
+    size = 0
+    for count, row in enumerate(rows):
+        size += len(json.dumps(row.record, separators=(",", ":")))
+        if size > MAX_PAGE_BYTES and count:
+            rows, has_more = rows[:count], True  # the rest follows on the next page
+            break
     issued = int(now.timestamp())
     return {
         "iss": this_node().entity_id,

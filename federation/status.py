@@ -20,6 +20,7 @@ from . import chains, clients
 log = logging.getLogger(__name__)
 STATUS_NAMES = {0: "valid", 1: "revoked", 2: "suspended"}
 MAX_TTL = 3600
+MAX_LIST_BYTES = 4 * 1024 * 1024  # 16M two-bit entries: far beyond any real list; stops zlib bombs
 
 
 def _status_list(uri: str, issuer: str) -> dict[str, Any]:
@@ -37,10 +38,22 @@ def _status_list(uri: str, issuer: str) -> dict[str, Any]:
     bits, packed = status_list.get("bits"), status_list.get("lst")
     if bits not in (1, 2, 4, 8) or not isinstance(packed, str):
         raise tokens.TokenError("invalid_claim", "a status list has bits and lst")
-    document = {"bits": bits, "bytes": zlib.decompress(crypto.b64url_decode(packed)), "iat": claims["iat"]}
+    document = {"bits": bits, "bytes": inflate(packed), "iat": claims["iat"]}
     ttl = claims.get("ttl") if isinstance(claims.get("ttl"), int) else MAX_TTL
     cache.set(key, document, timeout=max(1, min(ttl, MAX_TTL, int(claims["exp"] - time.time()))))
     return document
+
+
+def inflate(packed: str) -> bytes:
+    """base64url + zlib, with a hard cap on the output (a 1 MB token must not become gigabytes)."""
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(crypto.b64url_decode(packed), MAX_LIST_BYTES + 1)
+    except (zlib.error, ValueError) as exc:
+        raise tokens.TokenError("invalid_claim", "the status list is not base64url zlib data") from exc
+    if len(raw) > MAX_LIST_BYTES or inflater.unconsumed_tail:
+        raise tokens.TokenError("invalid_claim", f"a status list inflates to more than {MAX_LIST_BYTES} bytes")
+    return raw
 
 
 def credential_status(provider: Provider) -> str | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from core import outbox
@@ -58,18 +58,26 @@ class PullReport:
 
 def _token(token_endpoint: str, scope: str) -> str:
     cached = _token_cache.get((token_endpoint, scope))
-    if cached and cached[1] > time.monotonic() + 30:
+    if cached and cached[1] > time.monotonic() + 15:
         return cached[0]
-    token = clients.access_token(token_endpoint, this_node().entity_id, scope)
-    _token_cache[(token_endpoint, scope)] = (token, time.monotonic() + 240)
+    token, expires_in = clients.access_token(token_endpoint, this_node().entity_id, scope)
+    _token_cache[(token_endpoint, scope)] = (token, time.monotonic() + expires_in)
     return token
+
+
+def forget_token(token_endpoint: str, scope: str) -> None:
+    _token_cache.pop((token_endpoint, scope), None)
 
 
 def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def verify_page(raw: str, peer: Peer, *, after: int) -> dict[str, Any]:
+MAX_SEQ = 2**63 - 1
+TRANSPORT_FAILURES = frozenset({"unreachable", "timeout", "http_error", "unauthorized", "token_rejected"})
+
+
+def verify_page(raw: str, peer: Peer, *, after: int, limit: int = 1000) -> dict[str, Any]:
     """Signature (the peer's pinned federation keys), typ, times, and the page's own consistency."""
     try:
         claims = tokens.verify(raw, tokens.CHANGE_PAGE, keys=lambda kid: peer.jwks, issuer=peer.entity_id).claims
@@ -80,11 +88,18 @@ def verify_page(raw: str, peer: Peer, *, after: int) -> dict[str, Any]:
             and isinstance(claims.get("changes"), list)):
         raise PageError("malformed_page", "a page has epoch, after, next, has_more and changes")
     changes = claims["changes"]
+    if not (0 <= claims["after"] <= MAX_SEQ and 0 <= claims["next"] <= MAX_SEQ):
+        raise PageError("malformed_page", "after and next are sequence numbers below 2^63")
+    if claims["has_more"] and not changes:
+        raise PageError("malformed_page", "an empty page cannot have more to follow")
+    if len(changes) > limit:
+        raise PageError("malformed_page", f"asked for at most {limit} changes, got {len(changes)}")
     if claims["after"] != after and claims["epoch"] == (peer.epoch or claims["epoch"]):
         raise PageError("page_mismatch", f"asked for changes after {after}, got a page after {claims['after']}")
     previous = claims["after"]
     for change in changes:
-        if not isinstance(change, dict) or not _int(change.get("seq")) or change["seq"] <= previous:
+        if not isinstance(change, dict) or not _int(change.get("seq")) or change["seq"] <= previous \
+                or change["seq"] > MAX_SEQ:
             raise PageError("non_monotonic", f"seq must increase strictly after {previous}")
         previous = change["seq"]
     if claims["next"] != (changes[-1]["seq"] if changes else claims["after"]):
@@ -111,11 +126,39 @@ def _record_violation(peer: Peer, change: Mapping[str, Any] | None, reason: str,
                              record=change.get("record") if isinstance(change.get("record"), dict) else None)
 
 
+def _authority_problem(peer: Peer, change: Mapping[str, Any], prefix: str,
+                       known: dict[str, tuple[str, ...] | str]) -> str | None:
+    """A relayed change names the node that owns its key (CONTRACT §3 ``authority``): that node's chain
+    must run through the origin and its prefixes must cover the key. Checked once per node per page."""
+    authority = change["authority"]
+    record_authority = change["record"].get("authority")
+    if record_authority is not None and record_authority != authority:
+        return "the record names another authority than its entry"
+    if authority == peer.entity_id:
+        return None
+    if authority not in known:
+        try:
+            chain = chains.chain_for(authority)
+        except (chains.ChainError, clients.PeerError) as exc:
+            known[authority] = f"no valid trust chain for {authority}: {exc}"
+        else:
+            issuers = {statement.get("iss") for statement in chain.statements}
+            known[authority] = (tuple(chain.ucri_prefixes) if peer.entity_id in issuers
+                                else f"{authority} is not below {peer.entity_id}")
+    held = known[authority]
+    if isinstance(held, str):
+        return held
+    if not any(identifiers.prefix_within(prefix, p) for p in held):
+        return f"{authority} does not hold {prefix}"
+    return None
+
+
 def apply_page(peer: Peer, claims: Mapping[str, Any], report: PullReport,
                verify_credential: Callable[[Mapping[str, Any]], None] | None) -> None:
     """Apply a verified page's changes; the caller holds the transaction and saves the cursor."""
     now = timezone.now()
     relay: list[outbox.Change] = []
+    authorities: dict[str, tuple[str, ...] | str] = {}
     for change in claims["changes"]:
         problem = _shape_problem(change)
         if problem is not None:
@@ -130,6 +173,9 @@ def apply_page(peer: Peer, claims: Mapping[str, Any], report: PullReport,
             if not any(identifiers.prefix_within(prefix, delegated) for delegated in peer.prefixes):
                 raise mirror.MirrorViolation("outside_delegation",
                                              f"{prefix} lies outside {', '.join(peer.prefixes)}")
+            problem = _authority_problem(peer, change, prefix, authorities)
+            if problem is not None:
+                raise mirror.MirrorViolation("invalid_authority", problem)
             outcome = mirror.apply(change, now=now, verify_credential=verify_credential, relay=relay)
         except mirror.MirrorViolation as exc:
             _record_violation(peer, change, exc.reason, exc.detail)
@@ -144,16 +190,21 @@ def apply_page(peer: Peer, claims: Mapping[str, Any], report: PullReport,
 
 
 def _fail(peer: Peer, report: PullReport, reason: str, detail: str) -> PullReport:
+    """Record a failed pull on the peer. A peer that is down is an error, not a violation; a page or
+    configuration that fails verification is both."""
+    lying = reason not in TRANSPORT_FAILURES
     with transaction.atomic():
         locked = Peer.objects.select_for_update().get(pk=peer.pk)
-        _record_violation(locked, None, reason, detail)
+        if lying:
+            _record_violation(locked, None, reason, detail)
+            locked.violations += 1
         locked.last_error = f"{reason}: {detail}"[:2000]
         locked.consecutive_failures += 1
         locked.last_pull_at = timezone.now()
-        locked.violations += 1
         locked.save()
     report.error = f"{reason}: {detail}"
-    report.violations += 1
+    if lying:
+        report.violations += 1
     log.warning("pull from %s failed: %s", peer.entity_id, report.error)
     return report
 
@@ -168,6 +219,7 @@ def pull(peer: Peer, *, page_size: int = PAGE_SIZE, max_pages: int | None = None
         return _fail(peer, report, getattr(exc, "reason", "configuration"), str(exc))
     peer.refresh_from_db()
     verify_credential = chains.credential_verifier()
+    epoch_resets = token_retries = 0
     while max_pages is None or report.pages < max_pages:
         try:
             with transaction.atomic():
@@ -178,9 +230,12 @@ def pull(peer: Peer, *, page_size: int = PAGE_SIZE, max_pages: int | None = None
                 token = _token(locked.metadata["token_endpoint"], "federation:sync")
                 raw = clients.change_page(locked.metadata["change_feed_endpoint"], token, after=locked.cursor,
                                           limit=page_size)
-                claims = verify_page(raw, locked, after=locked.cursor)
+                claims = verify_page(raw, locked, after=locked.cursor, limit=page_size)
                 if locked.epoch and claims["epoch"] != locked.epoch:
-                    # The origin's history restarted: re-read from 0; application is idempotent.
+                    # The origin's history restarted: re-read from 0 (idempotent), once per pull.
+                    epoch_resets += 1
+                    if epoch_resets > 1:
+                        raise PageError("epoch_unstable", "the epoch changed again within one pull")
                     log.warning("%s changed epoch %s -> %s; re-reading", locked.entity_id, locked.epoch,
                                 claims["epoch"])
                     locked.epoch, locked.cursor = claims["epoch"], 0
@@ -193,14 +248,20 @@ def pull(peer: Peer, *, page_size: int = PAGE_SIZE, max_pages: int | None = None
                 now = timezone.now()
                 locked.last_pull_at = locked.last_success_at = now
                 locked.last_error, locked.consecutive_failures = "", 0
-                locked.applied += report.applied - (locked.applied and 0)
                 locked.save()
                 report.pages += 1
                 report.cursor = locked.cursor
         except PageError as exc:
             return _fail(peer, report, exc.reason, exc.detail)
         except clients.PeerError as exc:
+            if exc.reason == "token_rejected" and token_retries == 0:
+                token_retries += 1  # our cached token expired early or the peer restarted: once more
+                forget_token(peer.metadata["token_endpoint"], "federation:sync")
+                continue
             return _fail(peer, report, exc.reason, str(exc))
+        except DatabaseError as exc:  # never silent: the admin shows it, the other peers still sync
+            log.exception("pull from %s failed in the database", peer.entity_id)
+            return _fail(peer, report, "internal_error", f"{exc.__class__.__name__}: {exc}"[:500])
         if on_page is not None:
             on_page(report, peer.origin_head)
         if not claims["has_more"]:
@@ -265,8 +326,8 @@ def pull_all(**kwargs: Any) -> list[PullReport]:
 
 def request_pull(peer: Peer, seq: int) -> None:
     """A subordinate said it has changes up to ``seq``: pull soon (a task where a broker exists)."""
+    # ``seq`` is only a hint to pull now; lag is measured from signed pages, never from a notify.
     Peer.objects.filter(pk=peer.pk).update(pull_requested_at=timezone.now())
-    Peer.objects.filter(pk=peer.pk, origin_head__lt=seq).update(origin_head=seq)
     if settings.CELERY_BROKER_URL:
         from .tasks import pull_subordinate
 

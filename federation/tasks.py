@@ -42,8 +42,10 @@ def notify_superior() -> bool:
 
 @shared_task
 def refresh_peers() -> int:
+    chains.refresh_anchors()
     refreshed = 0
     for peer in Peer.objects.all():
+        chains.forget(peer.entity_id)  # rebuild cached chains in the background, not at first use
         try:
             chains.refresh_peer(peer, force=True)
             refreshed += 1

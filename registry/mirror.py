@@ -9,23 +9,25 @@ has already checked the page's signature and that the key lies inside the origin
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DataError, IntegrityError, transaction
 from django.utils.dateparse import parse_datetime
 
 from core import outbox
 
 from . import identifiers, records
-from .models import Downtime, Provider, Resource, Site, Source
+from .models import Downtime, MirrorTombstone, Provider, Resource, Site, Source
 from .reference import hub_for_province
 from .validators import validate_endpoints, validate_province, validate_uscc
 
 APPLIED, STALE = "applied", "stale"
+MAX_RECORD_BYTES = 64 * 1024
 KNOWN_TYPES = ("provider", "site", "resource", "downtime", "availability")
 CREDENTIAL_STATUSES = (None, "valid", "suspended", "revoked")
 
@@ -104,6 +106,9 @@ def _apply_provider(change, record, authority: str, now: dt.datetime,
         raise _violation("local_record", f"provider {prefix} is this node's own")
     if existing is not None and existing.version >= version:
         return STALE
+    if existing is not None and Provider.Status.REVOKED in (existing.status, existing.credential_status) and \
+            Provider.Status.REVOKED not in (record.get("status"), record.get("credential_status")):
+        raise _violation("revocation_is_final", f"provider {prefix} was revoked; it cannot come back")
     if record.get("credential_status") not in CREDENTIAL_STATUSES:
         raise _violation("invalid_record", "credential_status must be valid, suspended, revoked or null")
     credential = record.get("credential") or ""
@@ -220,7 +225,12 @@ def _apply_downtime(change, record, authority: str, now: dt.datetime) -> str:
         raise _violation("local_record", f"downtime {downtime_id} belongs elsewhere")
     if existing is not None and existing.version >= version:
         return STALE
+    tombstone = MirrorTombstone.objects.filter(type="downtime", key=str(downtime_id)).first()
+    if tombstone is not None and tombstone.version >= version:
+        return STALE  # deleted at its origin: an older upsert never brings it back
     if change["op"] == "retire":
+        MirrorTombstone.objects.update_or_create(type="downtime", key=str(downtime_id),
+                                                 defaults={"version": version})
         if existing is None:
             return STALE
         existing.delete()
@@ -260,6 +270,17 @@ def apply(change: Mapping[str, Any], *, now: dt.datetime,
     kind, record, authority = change["type"], change["record"], change["authority"]
     if kind not in KNOWN_TYPES:
         raise ValueError(f"unknown type {kind}")
+    if len(json.dumps(record, separators=(",", ":"), default=str)) > MAX_RECORD_BYTES:
+        raise _violation("oversized_record", f"a record is at most {MAX_RECORD_BYTES} bytes")
+    try:
+        return _apply(change, kind, record, authority, now, verify_credential, relay)
+    except (IntegrityError, DataError) as exc:
+        # A record that collides with what we hold (a reused local_id or site name) or exceeds a
+        # column: refused like any other invalid record, never a crashed pull.
+        raise _violation("conflict", f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:300]}") from exc
+
+
+def _apply(change, kind, record, authority, now, verify_credential, relay) -> str:
     if kind == "availability":
         from .availability import apply_mirrored
 

@@ -297,3 +297,19 @@ class Availability(models.Model):
 
     def __str__(self) -> str:
         return f"{self.available_units} units of {self.resource_id} at {self.observed_at:%H:%M:%S}"
+
+
+class MirrorTombstone(models.Model):
+    """A mirrored key that its origin deleted (a downtime): remembered so that replaying an older
+    upsert never brings it back (CONTRACT §8 "highest version per key wins")."""
+
+    type = models.CharField(max_length=16)
+    key = models.CharField(max_length=128)
+    version = models.PositiveIntegerField()
+    retired_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["type", "key"], name="mirror_tombstone_once")]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.key} retired at v{self.version}"

@@ -12,6 +12,7 @@ from rest_framework import exceptions
 from rest_framework.views import APIView
 
 from core.errors import ApplicationError
+from core.throttling import ResolveRateThrottle
 from identity import keys
 from identity.models import Purpose
 from registry import availability
@@ -62,10 +63,12 @@ def _single(request, name: str, *, required: bool = True) -> str | None:
     values = request.query_params.getlist(name)
     if len(values) > 1:
         raise ApplicationError("invalid_request", f"{name} is repeated")
-    if not values or not values[0]:
+    if not values:
         if required:
             raise ApplicationError("invalid_request", f"{name} is required")
         return None
+    if not values[0]:
+        raise ApplicationError("invalid_request", f"{name} is empty")
     return values[0]
 
 
@@ -100,6 +103,8 @@ class ListView(PublicFederationView):
 class ResolveView(PublicFederationView):
     """OpenID Federation resolve: the subject's metadata after policy, and the chain that proves it."""
 
+    throttle_classes = [ResolveRateThrottle]
+
     @extend_schema(operation_id="federation_resolve", parameters=[OpenApiParameter("sub", str, required=True),
                                                                   OpenApiParameter("trust_anchor", str, required=True)],
                    responses={200: OpenApiTypes.STR})
@@ -109,6 +114,10 @@ class ResolveView(PublicFederationView):
         sub, anchor = _single(request, "sub"), _single(request, "trust_anchor")
         if anchor.rstrip("/") not in chains.anchors():
             return oidf_error(404, "invalid_trust_anchor", f"{anchor} is not a trust anchor this entity uses")
+        # Only entities this node knows (itself, its peers and the authorities of records it holds):
+        # an open resolver would fetch any URL it is given.
+        if not _known_entity(sub.rstrip("/")):
+            return oidf_error(404, "not_found", f"{sub} is not an entity this node knows")
         try:
             statements, pinned = chains.collect(sub.rstrip("/"))
             chain = trust.validate_chain(statements, anchors={anchor.rstrip("/"): pinned[anchor.rstrip("/")]})
@@ -119,6 +128,14 @@ class ResolveView(PublicFederationView):
                   "metadata": chain.metadata, "trust_chain": statements}
         token = keys.sign(Purpose.FEDERATION, claims, typ="resolve-response+jwt").token
         return _jwt_response(token, "resolve-response+jwt")
+
+
+def _known_entity(entity_id: str) -> bool:
+    from registry.models import Platform, Provider
+
+    return (entity_id == this_node().entity_id or Peer.objects.filter(entity_id=entity_id).exists()
+            or Platform.objects.filter(entity_id=entity_id).exists()
+            or Provider.objects.filter(authority=entity_id).exists())
 
 
 class SignedJwksView(PublicFederationView):
@@ -138,12 +155,12 @@ class ChangeFeedView(FederationView):
     def get(self, request):
         if set(request.query_params) - {"after", "limit"}:
             return oidf_error(400, "unsupported_parameter", "only after and limit are supported")
-        try:
-            after = int(_single(request, "after", required=False) or 0)
-            limit = int(_single(request, "limit", required=False) or 100)
-        except ValueError:
-            return oidf_error(400, "invalid_request", "after and limit are integers")
-        if after < 0 or not 1 <= limit <= feed.MAX_LIMIT:
+        raw_after = _single(request, "after", required=False) or "0"
+        raw_limit = _single(request, "limit", required=False) or "100"
+        if not (raw_after.isascii() and raw_after.isdigit() and raw_limit.isascii() and raw_limit.isdigit()):
+            return oidf_error(400, "invalid_request", "after and limit are non-negative integers")
+        after, limit = int(raw_after), int(raw_limit)
+        if after >= 2**63 or not 1 <= limit <= feed.MAX_LIMIT:
             return oidf_error(400, "invalid_request", f"after >= 0 and 1 <= limit <= {feed.MAX_LIMIT}")
         availability.publish_pending()  # newest report per resource, once per pull
         return _jwt_response(feed.signed_page(after, limit), "change-page+jwt")
@@ -159,7 +176,7 @@ class NotifyView(FederationView):
         body = request.data
         seq = body.get("seq") if isinstance(body, dict) else None
         if not isinstance(body, dict) or set(body) != {"seq"} or isinstance(seq, bool) or not isinstance(seq, int) \
-                or seq < 0:
+                or not 0 <= seq < 2**63:
             return oidf_error(400, "invalid_request", 'the body is {"seq": <non-negative integer>}')
         peer = Peer.objects.filter(entity_id=request.user.client_id, relation=Peer.Relation.SUBORDINATE).first()
         if peer is None:

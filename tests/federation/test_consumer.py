@@ -25,7 +25,7 @@ NATIONAL = "http://127.0.0.1:8000"
 
 def provider_record(prefix: str, version: int = 1, **overrides) -> dict:
     record = {"prefix": prefix, "name": f"Mirror {prefix}", "uscc": factories.valid_uscc(), "status": "active",
-              "credential": None, "credential_status": None, "credential_expires_at": None, "authority": "x",
+              "credential": None, "credential_status": None, "credential_expires_at": None,
               "version": version, "updated_at": timestamp(timezone.now())}
     record.update(overrides)
     return record
@@ -190,7 +190,8 @@ def test_broken_or_forged_pages_change_nothing(node, peer_gz, mutation):
     assert report.error and report.applied == 0
     state = Peer.objects.get(entity_id=peer_gz.url)
     assert state.cursor == 0 and state.last_error and state.consecutive_failures == 1
-    assert len(reasons(peer_gz)) == 1
+    # A peer that fails (HTTP 500) is an error; one that lies is also a violation.
+    assert len(reasons(peer_gz)) == (0 if mutation == "http_500" else 1)
     assert before == (Resource.objects.count(), Site.objects.count(), Provider.objects.count(),
                       OutboxEntry.objects.count())
     sibling.close()
@@ -219,6 +220,7 @@ def test_a_subordinate_that_is_down_then_back(node, peer_gz):
     peer_gz.down = True
     report = pull(peer_gz)
     assert report.error and "unreachable" in report.error
+    assert reasons(peer_gz) == []  # being down is not lying
     assert Peer.objects.get(entity_id=peer_gz.url).cursor == 0
     peer_gz.down = False
     assert pull(peer_gz).applied == 3
@@ -316,3 +318,137 @@ def test_fractional_prices_arrive_exactly(api, peer_gz):
     assert report.violations == 0, reasons(peer_gz)
     record = api.get(f"/api/v1/resolve/{ucri}").json()
     assert (record["price_per_hour"], record["price_per_million_tokens"]) == (0.123, 1.37)
+
+
+# Regressions from review: each of these crashed, looped, hung or let a lie through ----------------
+
+def test_a_colliding_local_id_is_a_violation_not_a_crashed_pull(peer_gz):
+    ucri, site_id = catalog(peer_gz)
+    twin = identifiers.mint("86.52.GZ01")
+    peer_gz.add("resource", twin, resource_record(twin, "86.52.GZ01", site_id, local_id=f"l-{ucri[-6:]}"), version=1)
+    report = pull(peer_gz)
+    assert (report.applied, report.error) == (3, None)
+    assert reasons(peer_gz) == ["conflict"]
+    assert Peer.objects.get(entity_id=peer_gz.url).cursor == 4
+
+
+@pytest.mark.parametrize("mutation", ["huge_seq", "empty_has_more", "too_many"])
+def test_pages_that_would_overflow_or_loop(peer_gz, mutation):
+    catalog(peer_gz)
+
+    def page(after, limit):
+        claims = peer_gz.page_claims(after, limit)
+        if mutation == "huge_seq":
+            claims["changes"][-1]["seq"] = claims["next"] = 2**63
+        elif mutation == "empty_has_more":
+            claims.update(changes=[], next=after, has_more=True)
+        else:
+            claims["changes"] = [{**c, "seq": n} for n, c in enumerate(claims["changes"] * 400, start=1)]
+            claims["next"] = len(claims["changes"])
+        return 200, "application/change-page+jwt", peer_gz.sign(claims, "change-page+jwt").encode()
+
+    peer_gz.page_override = page
+    report = sync.pull(Peer.objects.get(entity_id=peer_gz.url), page_size=500)
+    assert report.error and report.error.startswith("malformed_page")
+    assert Resource.objects.count() == 0
+
+
+def test_an_epoch_that_keeps_changing_stops_the_pull(peer_gz):
+    catalog(peer_gz)
+    pull(peer_gz)
+
+    def page(after, limit):
+        peer_gz.epoch = uuid.uuid4().hex
+        return peer_gz.page(after, limit)
+
+    peer_gz.page_override = page
+    report = pull(peer_gz)
+    assert report.error.startswith("epoch_unstable")
+    assert len(peer_gz.requests_seen) < 20
+
+
+def test_a_relayed_change_must_name_a_real_authority(peer_gz):
+    ucri, site_id = catalog(peer_gz)
+    forged = identifiers.mint("86.52.GZ01")
+    peer_gz.add("resource", forged, resource_record(forged, "86.52.GZ01", site_id), version=1,
+                authority="http://127.0.0.1:9/not-a-node")
+    peer_gz.add("resource", ucri, resource_record(ucri, "86.52.GZ01", site_id, version=2, authority="elsewhere"),
+                version=2)
+    report = pull(peer_gz)
+    assert report.applied == 3 and reasons(peer_gz) == ["invalid_authority", "invalid_authority"]
+    assert not Resource.objects.filter(ucri=forged).exists()
+
+
+def test_a_deleted_downtime_never_comes_back(peer_gz):
+    ucri, _ = catalog(peer_gz)
+    downtime_id = str(uuid.uuid4())
+    now = timezone.now()
+    record = {"id": downtime_id, "version": 1, "resource": ucri, "site_id": None, "provider": "86.52.GZ01",
+              "start": timestamp(now + timezone.timedelta(days=1)), "end": timestamp(now + timezone.timedelta(days=2)),
+              "classification": "scheduled", "reason": "maintenance"}
+    peer_gz.add("downtime", downtime_id, record, version=1)
+    peer_gz.add("downtime", downtime_id, {**record, "version": 2}, op="retire", version=2)
+    peer_gz.add("downtime", downtime_id, record, version=1)  # a replay of the old upsert
+    report = pull(peer_gz)
+    assert report.violations == 0
+    from registry.models import Downtime
+
+    assert not Downtime.objects.filter(pk=downtime_id).exists()
+
+
+def test_revocation_stays_final_on_mirrors(peer_gz):
+    catalog(peer_gz)
+    peer_gz.add("provider", "86.52.GZ01", provider_record("86.52.GZ01", version=2, status="revoked"), version=2)
+    peer_gz.add("provider", "86.52.GZ01", provider_record("86.52.GZ01", version=3), version=3)
+    pull(peer_gz)
+    assert Provider.objects.get(prefix="86.52.GZ01").status == "revoked"
+    assert reasons(peer_gz) == ["revocation_is_final"]
+
+
+def test_an_oversized_record_is_refused(peer_gz):
+    ucri, site_id = catalog(peer_gz)
+    peer_gz.add("resource", ucri, resource_record(ucri, "86.52.GZ01", site_id, version=2, padding="x" * 70000),
+                version=2)
+    pull(peer_gz)
+    assert reasons(peer_gz) == ["oversized_record"]
+    assert Resource.objects.get(ucri=ucri).version == 1
+
+
+def test_a_rejected_token_is_renewed_once(peer_gz):
+    catalog(peer_gz)
+    calls = {"n": 0}
+
+    def page(after, limit):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return 401, "application/json", b'{"error": "invalid_token"}'
+        return peer_gz.page(after, limit)
+
+    peer_gz.page_override = page
+    report = pull(peer_gz)
+    assert report.applied == 3 and report.error is None
+
+
+def test_the_applied_counter_counts_each_change_once(peer_gz):
+    catalog(peer_gz)
+    catalog(peer_gz, prefix="86.52.GZ02")
+    sync.pull(Peer.objects.get(entity_id=peer_gz.url), page_size=2)
+    assert Peer.objects.get(entity_id=peer_gz.url).applied == 6
+
+
+def test_status_list_inflation_is_capped():
+    import zlib
+
+    from federation import status
+    from identity import tokens
+
+    bomb = crypto_b64url(zlib.compress(b"\0" * (status.MAX_LIST_BYTES + 10), 9))
+    with pytest.raises(tokens.TokenError):
+        status.inflate(bomb)
+    assert status.inflate(crypto_b64url(zlib.compress(b"\1\2", 9))) == b"\1\2"
+
+
+def crypto_b64url(data: bytes) -> str:
+    from identity import crypto
+
+    return crypto.b64url(data)

@@ -58,10 +58,25 @@ class Command(OperatorCommand):
     def _loop(self, interval: float) -> None:
         import datetime as dt
 
+        from federation import chains
+
+        last_refresh = 0.0
         while True:
+            if time.monotonic() - last_refresh > 600:  # no beat here: anchors and peers, every 10 min
+                last_refresh = time.monotonic()
+                chains.refresh_anchors()
+                for peer in Peer.objects.all():
+                    try:
+                        chains.refresh_peer(peer, force=True)
+                    except Exception as exc:
+                        self.stderr.write(f"refresh {peer.entity_id}: {exc}")
             for peer in Peer.objects.filter(relation=Peer.Relation.SUBORDINATE):
                 if sync.due_for_pull(peer, interval=dt.timedelta(seconds=30)):
-                    report = sync.pull(peer)
+                    try:
+                        report = sync.pull(peer)
+                    except Exception as exc:
+                        self.stderr.write(f"{peer.entity_id}: {exc}")
+                        continue
                     if report.applied or report.error:
                         self.stdout.write(f"{peer.entity_id}: applied {report.applied}, "
                                           f"error {report.error or '-'}")
