@@ -337,9 +337,14 @@ def request_pull(peer: Peer, seq: int) -> None:
 
 def notify_superior() -> bool:
     """Tell our superior our feed has grown (CONTRACT §8 notify). Returns True when a notify was sent."""
+    from registry.models import Availability
+
     superior = Peer.objects.filter(relation=Peer.Relation.SUPERIOR).first()
     head = outbox.head()
-    if superior is None or head <= superior.notified_seq or "notify_endpoint" not in superior.metadata:
+    if superior is None or "notify_endpoint" not in superior.metadata:
+        return False
+    # Availability enters the feed when the superior pulls (coalesced), so pending reports count too.
+    if head <= superior.notified_seq and not Availability.objects.filter(unpublished=True).exists():
         return False
     token = _token(superior.metadata["token_endpoint"], "federation:notify")
     clients.notify(superior.metadata["notify_endpoint"], token, head)

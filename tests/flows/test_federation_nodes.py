@@ -221,3 +221,47 @@ def test_a_revocation_reaches_the_national_node_by_status_list_before_the_feed(f
     # ...but once its cached copy of the status list has expired (ttl), the list wins.
     national.shell("from django.core.cache import cache; cache.clear()")
     assert token_status() == 401
+
+
+def test_live_availability_reaches_the_national_node_and_goes_stale(federation, tmp_path):
+    national, provincial, industry = federation
+    onboarded = industry.manage("cir_provider_add", "--name", "Busy GPUs", "--uscc", valid_uscc(5205), "--code",
+                                "AVL", "--json")
+    created = industry.shell(CREATE_RESOURCE.format(prefix=onboarded["prefix"]).replace("ind-a100-01", "avl-01"))
+    ucri = json.loads(created.strip().splitlines()[-1])["ucri"]
+    key_file = tmp_path / "provider.jwk"
+    key_file.write_text(json.dumps(onboarded["private_jwk"]))
+    # The provider's reporter: a command printing JSON lines (an sinfo adaptor in real life).
+    line = json.dumps({"ucri": ucri, "available_units": 48, "queued_jobs": 2, "valid_for": 10})
+    result = industry.manage("cir_report_availability", "--node", industry.url, "--prefix", onboarded["prefix"],
+                             "--key", str(key_file), "--command", f"echo '{line}'", "--count", "1", "--json")
+    assert result == {"accepted": 1}
+    _sync_up(industry, provincial)
+    client_jwk = json.loads(national.shell("""
+from identity import crypto, oauth
+import json
+key = crypto.generate_private_key()
+oauth.register_client(client_id="avail-reader", jwks=[crypto.public_jwk(key)], scopes=["resources:read"],
+                      provider=None, actor="test")
+print(json.dumps(crypto.private_jwk(key)))
+""").strip().splitlines()[-1])
+    machine = Machine("avail-reader", crypto.load_private_jwk(client_jwk))
+    token = requests.post(f"{national.url}/oauth/token", data={
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": machine.assertion(f"{national.url}/oauth/token")}, timeout=10).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def seen() -> dict | None:
+        body = national.get(f"/api/v1/resources?prefix={onboarded['prefix']}", headers=headers).json()
+        results = body.get("results") or [{}]
+        return results[0].get("availability")
+
+    eventually(lambda: seen() is not None, what="availability at the national node",
+               nodes=[national, provincial, industry])
+    first = seen()
+    assert (first["available_units"], first["queued_jobs"], first["fresh"]) == (48, 2, True)
+    fresh_only = f"/api/v1/resources?prefix={onboarded['prefix']}&fresh_only=true"
+    assert len(national.get(fresh_only, headers=headers).json()["results"]) == 1
+    eventually(lambda: seen()["fresh"] is False, timeout=30, what="the report to go stale")
+    assert national.get(fresh_only, headers=headers).json()["results"] == []
