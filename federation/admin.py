@@ -6,20 +6,15 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils import timezone
 
-from registry.admin import OperatorOnlyAdmin
+from registry.admin import OperatorOnlyAdmin, ReadOnlyOperatorAdmin
 
 from .models import AuditCheckpoint, Peer, PeerCheckpoint, TrustAnchor, Violation
 
 
-class ReadOnly(OperatorOnlyAdmin):
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
+class ReadOnly(ReadOnlyOperatorAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
-        return request.user.is_superuser and super().has_delete_permission(request, obj)
+        # A superuser may clear old violations and checkpoints; nothing else is ever edited here.
+        return request.user.is_superuser and OperatorOnlyAdmin.has_delete_permission(self, request, obj)
 
 
 @admin.register(Peer)

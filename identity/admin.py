@@ -10,7 +10,7 @@ from django import forms
 from django.contrib import admin
 
 from core.errors import ApplicationError
-from registry.admin import OperatorOnlyAdmin, ProviderAdmin
+from registry.admin import OperatorOnlyAdmin, ProviderAdmin, ReadOnlyOperatorAdmin
 from registry.forms import ProviderApproveForm, ProviderChangeForm
 from registry.models import Provider
 
@@ -114,19 +114,8 @@ class ClientAdmin(OperatorOnlyAdmin):
         return False  # deactivate instead: the audit trail names clients
 
 
-class ReadOnlyAdmin(OperatorOnlyAdmin):
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
 @admin.register(NodeKey)
-class NodeKeyAdmin(ReadOnlyAdmin):
+class NodeKeyAdmin(ReadOnlyOperatorAdmin):
     # The encrypted private half is never shown.
     fields = ("kid", "purpose", "alg", "public_jwk", "created_at", "activates_at", "superseded_at", "unpublish_at")
     list_display = ("kid", "purpose", "alg", "activates_at", "superseded_at", "unpublish_at")
@@ -134,7 +123,7 @@ class NodeKeyAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ProviderCredential)
-class ProviderCredentialAdmin(ReadOnlyAdmin):
+class ProviderCredentialAdmin(ReadOnlyOperatorAdmin):
     fields = ("jti", "provider", "status", "issued_at", "expires_at", "status_list", "status_index", "revoke_after",
               "token")
     list_display = ("jti", "provider", "status", "issued_at", "expires_at")
@@ -143,6 +132,6 @@ class ProviderCredentialAdmin(ReadOnlyAdmin):
 
 
 @admin.register(StatusList)
-class StatusListAdmin(ReadOnlyAdmin):
+class StatusListAdmin(ReadOnlyOperatorAdmin):
     fields = ("id", "bits", "size", "allocated", "version", "token_expires_at", "created_at")
     list_display = ("id", "allocated", "size", "version", "token_expires_at")

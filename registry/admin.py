@@ -432,6 +432,19 @@ class OperatorOnlyAdmin(admin.ModelAdmin):
         return role_of(request).operator and super().has_delete_permission(request, obj)
 
 
+class ReadOnlyOperatorAdmin(OperatorOnlyAdmin):
+    """Records written only by services (keys, credentials, peers, handoffs): operators look, nobody edits."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(ProviderMembership)
 class ProviderMembershipAdmin(OperatorOnlyAdmin):
     list_display = ("user", "provider")
