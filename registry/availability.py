@@ -33,6 +33,7 @@ ON CONFLICT (resource_id) DO UPDATE SET
     observed_at = excluded.observed_at, valid_for = excluded.valid_for, expires_at = excluded.expires_at,
     authority = excluded.authority, unpublished = TRUE
 WHERE excluded.observed_at > registry_availability.observed_at
+RETURNING resource_id
 """
 
 
@@ -77,9 +78,10 @@ def capacity(resource: Resource) -> int:
     return resource.accelerator_count
 
 
-def _upsert(rows: Sequence[tuple]) -> None:
+def _upsert(rows: Sequence[tuple]) -> int:
+    """Returns how many rows were inserted or updated (reports newer than the one held)."""
     if not rows:
-        return
+        return 0
     stamp = Availability._meta.get_field("observed_at")
     adapted = [(pk, units, queued, stamp.get_db_prep_value(observed, connection), valid_for,
                 stamp.get_db_prep_value(expires, connection), authority)
@@ -87,6 +89,7 @@ def _upsert(rows: Sequence[tuple]) -> None:
     values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, TRUE)"] * len(adapted))
     with connection.cursor() as cursor:
         cursor.execute(_UPSERT.format(values=values), [v for row in adapted for v in row])
+        return len(cursor.fetchall())
 
 
 def report(*, provider: Provider, reports: Any, now: dt.datetime | None = None) -> int:
@@ -114,12 +117,11 @@ def report(*, provider: Provider, reports: Any, now: dt.datetime | None = None) 
         held = newest.get(item["ucri"])
         if held is None or item["observed_at"] > held["observed_at"]:
             newest[item["ucri"]] = item
-    before = dict(Availability.objects.filter(resource__ucri__in=wanted).values_list("resource__ucri", "observed_at"))
     rows = [(resources[u].pk, i["available_units"], i["queued_jobs"], i["observed_at"], i["valid_for"],
              i["observed_at"] + dt.timedelta(seconds=i["valid_for"]), provider.authority) for u, i in newest.items()]
     with transaction.atomic():
-        _upsert(rows)
-    return sum(1 for u, i in newest.items() if u not in before or i["observed_at"] > before[u])
+        # Counted from the rows the upsert wrote, so concurrent batches never double-count.
+        return _upsert(rows)
 
 
 def public(availability: Availability | None, now: dt.datetime | None = None) -> dict[str, Any] | None:
