@@ -38,6 +38,13 @@ def _depth_ok(text: str) -> bool:
     return True
 
 
+def _no_duplicate_names(pairs: list[tuple[str, object]]) -> dict:
+    names = [name for name, _ in pairs]
+    if len(names) != len(set(names)):
+        raise ValueError("duplicate member names (not I-JSON, RFC 7493)")
+    return dict(pairs)
+
+
 def loads_strict(raw: bytes) -> object:
     try:
         text = raw.decode("utf-8")
@@ -46,7 +53,7 @@ def loads_strict(raw: bytes) -> object:
     if not _depth_ok(text):
         raise ParseError(f"the body nests deeper than {MAX_DEPTH} levels")
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_names)
         # Escaped lone surrogates ("\ud800") parse into strings that cannot be encoded as UTF-8.
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError, UnicodeEncodeError) as exc:

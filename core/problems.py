@@ -5,7 +5,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf_exceptions
@@ -78,6 +78,9 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
             status=exc.status, headers=exc.headers, content_type=PROBLEM_CONTENT_TYPE,
         )
         return response
+    if isinstance(exc, RequestDataTooBig):
+        return Response(problem_body(413, "payload_too_large", "The request body is too large."), status=413,
+                        content_type=PROBLEM_CONTENT_TYPE)
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

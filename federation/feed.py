@@ -39,6 +39,10 @@ def rotate_epoch() -> str:
     return value
 
 
+def head() -> int:
+    return outbox.head()
+
+
 def entry(e) -> dict[str, Any]:
     change = {"seq": e.seq, "type": e.type, "op": e.op, "key": e.key, "authority": e.authority, "record": e.record}
     if e.version is not None:

@@ -4,6 +4,7 @@ providers report every few seconds), coalesced into the change feed one entry pe
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,9 @@ from .records import timestamp
 MAX_REPORTS = 1000
 VALID_FOR = (10, 3600)
 FUTURE_LEEWAY = dt.timedelta(seconds=60)
+MAX_AGE = dt.timedelta(days=1)  # older reports are history, not availability (and ancient dates break readers)
+MAX_UNITS = 2**31 - 1
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$")
 REPORT_MEMBERS = frozenset({"ucri", "available_units", "queued_jobs", "observed_at", "valid_for"})
 
 # One statement per batch; a report older than the one held changes nothing (the WHERE).
@@ -56,17 +60,24 @@ def _parse(index: int, report: Any, now: dt.datetime) -> dict[str, Any]:
     except identifiers.UCRIError as exc:
         raise ApplicationError(exc.code, f"report {index}: {exc}", extra={"report": index}) from exc
     units, queued, valid_for = report["available_units"], report.get("queued_jobs"), report["valid_for"]
-    if not _int(units) or units < 0:
+    if not _int(units) or not 0 <= units <= MAX_UNITS:
         raise _bad(index, "available_units is a non-negative integer")
-    if queued is not None and (not _int(queued) or queued < 0):
-        raise _bad(index, "queued_jobs is a non-negative integer")
+    if queued is not None and (not _int(queued) or not 0 <= queued <= MAX_UNITS):
+        raise _bad(index, f"queued_jobs is an integer from 0 to {MAX_UNITS}")
     if not _int(valid_for) or not VALID_FOR[0] <= valid_for <= VALID_FOR[1]:
         raise _bad(index, f"valid_for is {VALID_FOR[0]}..{VALID_FOR[1]} seconds")
-    observed = parse_datetime(report["observed_at"]) if isinstance(report["observed_at"], str) else None
-    if observed is None or observed.tzinfo is None:
+    raw = report["observed_at"]
+    try:
+        observed = parse_datetime(raw) if isinstance(raw, str) and RFC3339.match(raw) else None
+        observed = observed.astimezone(dt.UTC) if observed is not None and observed.tzinfo else None
+    except (ValueError, OverflowError):  # well-formed but impossible: 2026-02-30, 25:00, +24:00, year 0
+        observed = None
+    if observed is None:
         raise _bad(index, "observed_at is an RFC 3339 time with an offset")
     if observed > now + FUTURE_LEEWAY:
         raise _bad(index, "observed_at is more than 60 s in the future")
+    if observed < now - MAX_AGE:
+        raise _bad(index, f"observed_at is more than {MAX_AGE.days} day old")
     return {"ucri": ucri, "available_units": units, "queued_jobs": queued, "observed_at": observed,
             "valid_for": valid_for}
 
@@ -86,6 +97,7 @@ def _upsert(rows: Sequence[tuple]) -> int:
     adapted = [(pk, units, queued, stamp.get_db_prep_value(observed, connection), valid_for,
                 stamp.get_db_prep_value(expires, connection), authority)
                for pk, units, queued, observed, valid_for, expires, authority in rows]
+    adapted.sort(key=lambda row: row[0])  # one lock order for every writer: no deadlocks between batches
     values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, TRUE)"] * len(adapted))
     with connection.cursor() as cursor:
         cursor.execute(_UPSERT.format(values=values), [v for row in adapted for v in row])

@@ -86,9 +86,15 @@ def poll(command: str, *, interval: float, count: int | None, reporter: Reporter
     while count is None or rounds < count:
         started = time.monotonic()
         # The operator's own command line, as given to the reporter (like cron would run it).
-        output = subprocess.run(command, shell=True, capture_output=True, text=True,  # noqa: S602
-                                timeout=max(interval, 30), check=False)
-        if output.returncode != 0:
+        try:
+            output = subprocess.run(command, shell=True, capture_output=True, text=True,  # noqa: S602
+                                    timeout=max(interval, 30), check=False)
+        except subprocess.TimeoutExpired:
+            log(f"command timed out after {max(interval, 30)} s; trying again next round")
+            output = None
+        if output is None:
+            pass
+        elif output.returncode != 0:
             log(f"command failed ({output.returncode}): {output.stderr.strip()[:200]}")
         else:
             try:

@@ -23,6 +23,7 @@ from identity import crypto
 from .kit import AnchorKeys, Verifier
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+MAX_BODY = 1024 * 1024
 
 
 def acknowledge(issuer: str, handoff_id: str, prefix: str, private_key: Any, accepted: bool, reason: str) -> int:
@@ -43,7 +44,11 @@ def make_server(listen: tuple[str, int], verifier: Verifier, private_key: Any) -
             pass
 
         def do_POST(self) -> None:
-            body = self.rfile.read(min(int(self.headers.get("Content-Length") or 0), 1024 * 1024))
+            length = self.headers.get("Content-Length") or "0"
+            if not length.isdigit() or int(length) > MAX_BODY:
+                self.send_error(413 if length.isdigit() else 400)
+                return
+            body = self.rfile.read(int(length))
             decision = verifier.verify(authorization=self.headers.get("Authorization"),
                                        dpop=self.headers.get("DPoP"), method="POST", body=body)
             answer: dict[str, Any] = {"accepted": decision.accepted, "reason": decision.reason}
@@ -51,9 +56,11 @@ def make_server(listen: tuple[str, int], verifier: Verifier, private_key: Any) -
                 claims = decision.claims
                 answer["ack_status"] = acknowledge(claims["iss"], claims["handoff_id"], verifier.provider_prefix,
                                                    private_key, True, "queued")
+                if answer["ack_status"] != 200:  # the node refused the ack (e.g. expired): don't run it
+                    answer.update(accepted=False, reason="ack_refused")
             payload = json.dumps(answer).encode()
-            self.send_response(202 if decision.accepted else 401 if "proof" in decision.reason
-                               or "ticket" in decision.reason else 400)
+            self.send_response(202 if answer["accepted"] else 409 if answer["reason"] == "ack_refused"
+                               else 401 if "proof" in decision.reason or "ticket" in decision.reason else 400)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()

@@ -33,6 +33,8 @@ from identity import crypto, tokens
 
 FETCH_TIMEOUT = 10
 MAX_FETCH = 64 * 1024
+MAX_AGE = 3600  # CONTRACT §5: the JWKS refresh interval
+REFETCH_AFTER = 60
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ class StaticKeys:
         self.issuer = issuer
         self.jwks = [dict(k) for k in jwks if k.get("cir_use", "handoff") == "handoff"]
 
-    def handoff_keys(self, issuer: str) -> list[dict[str, Any]]:
+    def handoff_keys(self, issuer: str, kid: str | None = None) -> list[dict[str, Any]]:
         if issuer != self.issuer:
             raise tokens.TokenError("untrusted_issuer", f"tickets are accepted from {self.issuer} only")
         return self.jwks
@@ -103,7 +105,7 @@ class AnchorKeys:
                  get: Callable[[str, str], str] = _get) -> None:
         self.anchors = {anchor.rstrip("/"): [dict(k) for k in anchor_jwks]}
         self._get = get
-        self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._cache: dict[str, tuple[float, list[dict[str, Any]], float]] = {}
 
     def _configuration(self, entity_id: str) -> str:
         return self._get(f"{entity_id}/.well-known/openid-federation", "entity-statement+jwt")
@@ -114,15 +116,22 @@ class AnchorKeys:
         return self._get(f"{trust.fetch_endpoint(superior_configuration)}?{urlencode({'sub': subject})}",
                          "entity-statement+jwt")
 
-    def handoff_keys(self, issuer: str) -> list[dict[str, Any]]:
+    def handoff_keys(self, issuer: str, kid: str | None = None) -> list[dict[str, Any]]:
+        now = time.time()
         cached = self._cache.get(issuer)
-        if cached and cached[0] > time.time() + 30:
-            return cached[1]
+        if cached and cached[0] > now + 30:
+            known = kid is None or any(k.get("kid") == kid for k in cached[1])
+            # An unknown kid after a rotation: look again, at most once a minute per issuer.
+            if known or now - cached[2] < REFETCH_AFTER:
+                if not cached[1]:
+                    raise tokens.TokenError("untrusted_issuer", f"{issuer} could not be trusted recently")
+                return cached[1]
         try:
             statements = trust.walk(issuer, anchors=self.anchors, configuration_of=self._configuration,
                                     statement_about=self._statement)
             chain = trust.validate_chain(statements, anchors=self.anchors)
-        except trust.TrustChainError as exc:
+        except (trust.TrustChainError, tokens.TokenError) as exc:
+            self._cache[issuer] = (now + REFETCH_AFTER, [], now)  # don't let callers make us fetch in a loop
             raise tokens.TokenError("untrusted_issuer", f"no valid trust chain for {issuer}: {exc}") from exc
         uri = (chain.metadata.get("compute_registry") or {}).get("signed_jwks_uri")
         if not isinstance(uri, str):
@@ -130,7 +139,8 @@ class AnchorKeys:
         signed = tokens.verify(self._get(uri, "jwk-set+jwt"), tokens.SIGNED_JWKS,
                                keys=trust.key_lookup(chain, issuer), issuer=issuer).claims
         keys = [k for k in signed.get("keys") or [] if isinstance(k, dict) and k.get("cir_use") == "handoff"]
-        self._cache[issuer] = (min(float(signed["exp"]), float(chain.expires_at)), keys)
+        # Refresh at least every JWKS max-age (an hour), whatever the signed set's own expiry.
+        self._cache[issuer] = (min(float(signed["exp"]), float(chain.expires_at), now + MAX_AGE), keys, now)
         return keys
 
 
@@ -143,6 +153,13 @@ def _normalize(url: str) -> str:
 
 def _sha256_b64url(text: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(text.encode("ascii")).digest()).decode().rstrip("=")
+
+
+def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """RFC 8785 needs I-JSON: a job with a repeated member name is ambiguous and refused."""
+    if len({name for name, _ in pairs}) != len(pairs):
+        raise ValueError("duplicate member names")
+    return dict(pairs)
 
 
 _TICKET_REASONS = {"invalid_audience": "wrong_audience", "expired": "expired", "not_yet_valid": "expired",
@@ -169,10 +186,11 @@ class Verifier:
         if not dpop:
             return Decision(False, "missing_proof", detail="send a DPoP proof")
         try:
-            issuer = tokens.parse_unverified(ticket, tokens.HANDOFF_TICKET)[1].get("iss")
+            header, unverified = tokens.parse_unverified(ticket, tokens.HANDOFF_TICKET)
+            issuer = unverified.get("iss")
             if not isinstance(issuer, str):
                 raise tokens.TokenError("invalid_ticket", "the ticket names no issuer")
-            keys = self.keys.handoff_keys(issuer)
+            keys = self.keys.handoff_keys(issuer, header.get("kid"))
             claims = tokens.verify(ticket, tokens.HANDOFF_TICKET, keys=lambda kid: keys,
                                    audiences=[self.provider_prefix], issuer=issuer,
                                    replay=lambda kind, jti, until: True).claims
@@ -192,14 +210,19 @@ class Verifier:
             return Decision(False, "proof_key_mismatch", claims, "the proof is signed by another key")
         if proof.claims.get("htm") != method.upper():
             return Decision(False, "invalid_proof", claims, "htm does not match the request method")
-        if not isinstance(proof.claims.get("htu"), str) or \
-                _normalize(proof.claims["htu"]) != _normalize(self.endpoint_url):
+        try:
+            htu_ok = isinstance(proof.claims.get("htu"), str) and \
+                _normalize(proof.claims["htu"]) == _normalize(self.endpoint_url)
+        except ValueError:
+            return Decision(False, "invalid_proof", claims, "htu is not a URL")
+        if not htu_ok:
             return Decision(False, "wrong_endpoint", claims, "htu is not this endpoint")
         if proof.claims.get("ath") != _sha256_b64url(ticket):
             return Decision(False, "invalid_proof", claims, "ath is not the hash of this ticket")
         try:
-            digest = hashlib.sha256(rfc8785.dumps(json.loads(body))).hexdigest()
-        except (ValueError, TypeError, rfc8785.CanonicalizationError):
+            job = json.loads(body, object_pairs_hook=_unique_names)
+            digest = hashlib.sha256(rfc8785.dumps(job)).hexdigest()
+        except (ValueError, TypeError, RecursionError, rfc8785.CanonicalizationError):
             return Decision(False, "invalid_job", claims, "the body is not canonicalisable JSON")
         if digest != claims.get("job_sha256"):
             return Decision(False, "tampered_job", claims, "the job differs from the one the ticket was issued for")

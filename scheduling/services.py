@@ -25,6 +25,7 @@ from registry.services import this_node
 from .models import Handoff
 
 MAX_JOB_BYTES = 256 * 1024
+ACK_LEEWAY = dt.timedelta(seconds=tokens.LEEWAY)
 BODY_MEMBERS = frozenset({"ucri", "job", "endpoint"})
 
 
@@ -59,7 +60,11 @@ def verify_proof(proof: str | None, *, method: str, url: str, access_token: str)
     problems = []
     if claims.get("htm") != method:
         problems.append("htm")
-    if not isinstance(claims.get("htu"), str) or normalize_url(claims["htu"]) != normalize_url(url):
+    try:
+        htu_ok = isinstance(claims.get("htu"), str) and normalize_url(claims["htu"]) == normalize_url(url)
+    except ValueError:  # an unparsable URL (bad port, broken IPv6 literal)
+        htu_ok = False
+    if not htu_ok:
         problems.append("htu")
     if claims.get("ath") != crypto.sha256_b64url(access_token):
         problems.append("ath")
@@ -117,8 +122,8 @@ def request_handoff(*, client_id: str, body: Any, access_token: str, proof: str 
     if resource is None:
         raise ApplicationError("ucri_unknown", f"no resource is registered here as {ucri}", status=404)
     if not _available(resource):
-        raise ApplicationError("resource_unavailable", f"{ucri} is {resource.status} or in a downtime",
-                               status=409)
+        state = resource.status if resource.status != Resource.Status.ACTIVE else "in a downtime"
+        raise ApplicationError("resource_unavailable", f"{ucri} is {state}", status=409)
     status = _credential_status(resource.provider)
     if status != "valid":
         raise ApplicationError(f"provider_credential_{status or 'missing'}",
@@ -178,16 +183,17 @@ def visible(handoff_id: str, *, client_id: str, scopes: frozenset[str], provider
 
 
 def _refresh_expiry(handoff: Handoff) -> Handoff:
-    if handoff.status == Handoff.Status.ISSUED and handoff.expires_at <= timezone.now():
+    if handoff.status == Handoff.Status.ISSUED and handoff.expires_at + ACK_LEEWAY <= timezone.now():
         Handoff.objects.filter(pk=handoff.pk, status=Handoff.Status.ISSUED).update(status=Handoff.Status.EXPIRED)
         handoff.refresh_from_db()
     return handoff
 
 
 def acknowledge(handoff_id: str, *, provider_id: int | None, client_id: str, body: Any) -> Handoff:
+    reason = body.get("reason") if isinstance(body, dict) else None
     if not isinstance(body, dict) or "accepted" not in body or set(body) - {"accepted", "reason"} \
-            or not isinstance(body["accepted"], bool) or not isinstance(body.get("reason", ""), str) \
-            or len(body.get("reason", "")) > 500:
+            or not isinstance(body["accepted"], bool) or not isinstance(reason or "", str) \
+            or len(reason or "") > 500:
         raise ApplicationError("invalid_request", 'the body is {"accepted": true|false, "reason": "..."}')
     with transaction.atomic():
         handoff = _find(handoff_id)
@@ -196,12 +202,13 @@ def acknowledge(handoff_id: str, *, provider_id: int | None, client_id: str, bod
         handoff = Handoff.objects.select_for_update().get(pk=handoff.pk)
         if handoff.status in (Handoff.Status.ACCEPTED, Handoff.Status.REJECTED):
             raise ApplicationError("already_acknowledged", f"the handoff was already {handoff.status}", status=409)
-        expired = handoff.status == Handoff.Status.EXPIRED or handoff.expires_at <= timezone.now()
+        # The provider's kit accepts a ticket until exp + leeway; so does the acknowledgement.
+        expired = handoff.status == Handoff.Status.EXPIRED or handoff.expires_at + ACK_LEEWAY <= timezone.now()
         if expired:
             Handoff.objects.filter(pk=handoff.pk).update(status=Handoff.Status.EXPIRED)
         else:
             handoff.status = Handoff.Status.ACCEPTED if body["accepted"] else Handoff.Status.REJECTED
-            handoff.reason = body.get("reason", "")
+            handoff.reason = body.get("reason") or ""
             handoff.acknowledged_at = timezone.now()
             handoff.save(update_fields=["status", "reason", "acknowledged_at"])
             audit.record(actor=f"client:{client_id}", action=f"handoff.{handoff.status}", target_type="handoff",
@@ -213,7 +220,7 @@ def acknowledge(handoff_id: str, *, provider_id: int | None, client_id: str, bod
 
 def expire_due(now: dt.datetime | None = None) -> int:
     now = now or timezone.now()
-    return Handoff.objects.filter(status=Handoff.Status.ISSUED, expires_at__lte=now).update(
+    return Handoff.objects.filter(status=Handoff.Status.ISSUED, expires_at__lte=now - ACK_LEEWAY).update(
         status=Handoff.Status.EXPIRED)
 
 

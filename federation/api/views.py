@@ -162,7 +162,10 @@ class ChangeFeedView(FederationView):
         after, limit = int(raw_after), int(raw_limit)
         if after >= 2**63 or not 1 <= limit <= feed.MAX_LIMIT:
             return oidf_error(400, "invalid_request", f"after >= 0 and 1 <= limit <= {feed.MAX_LIMIT}")
-        availability.publish_pending()  # newest report per resource, once per pull
+        if after >= feed.head():
+            # The consumer has read everything: now add the newest report per resource, once per
+            # pull (publishing on every page would keep an active feed from ever ending).
+            availability.publish_pending()
         return _jwt_response(feed.signed_page(after, limit), "change-page+jwt")
 
 

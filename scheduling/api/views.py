@@ -9,9 +9,9 @@ from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from core.errors import ApplicationError
 from core.http import json_response
 from core.idempotency import idempotent
-from core.permissions import InsufficientScope
 
 from .. import services
 from ..models import Handoff
@@ -25,8 +25,13 @@ class HandoffCollectionView(APIView):
     @extend_schema(operation_id="handoff_request", summary="Request a DPoP-bound handoff ticket",
                    parameters=[OpenApiParameter("DPoP", str, OpenApiParameter.HEADER, required=True)],
                    request=OpenApiTypes.OBJECT, responses={201: _object, 400: _object, 403: _object, 409: _object})
-    @idempotent
     def post(self, request: Request) -> HttpResponse:
+        if not request.headers.get("DPoP"):  # before any idempotent replay: a replay needs a proof too
+            raise ApplicationError("dpop_required", "send a DPoP proof in the DPoP header (RFC 9449)")
+        return self._issue(request)
+
+    @idempotent
+    def _issue(self, request: Request) -> HttpResponse:
         handoff, ticket = services.request_handoff(
             client_id=request.user.client_id, body=request.data, access_token=request.auth,
             proof=request.headers.get("DPoP"), method=request.method,
@@ -43,7 +48,8 @@ class HandoffDetailView(APIView):
         if principal is None:
             raise exceptions.NotAuthenticated()
         if not {"handoff:request", "handoff:ack"} & principal.scopes:
-            raise InsufficientScope("this route needs handoff:request or handoff:ack")
+            # Anyone but the two parties gets 404, as if the handoff did not exist (CONTRACT §7).
+            raise ApplicationError("not_found", "no such handoff", status=404)
         handoff = services.visible(handoff_id, client_id=principal.client_id, scopes=principal.scopes,
                                    provider_id=principal.provider_id)
         return json_response(request, services.public(handoff), etag=True)

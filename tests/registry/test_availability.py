@@ -82,6 +82,11 @@ def test_an_older_report_is_ignored(owner):
     ({"valid_for": 3601}, "invalid_report"), ({"queued_jobs": -2}, "invalid_report"),
     ({"observed_at": timestamp(timezone.now() + dt.timedelta(seconds=120))}, "invalid_report"),
     ({"observed_at": "2026-11-24T10:00:00"}, "invalid_report"), ({"ucri": "garbage"}, "ucri_malformed"),
+    ({"observed_at": "0001-01-01T00:00:00+14:00"}, "invalid_report"),
+    ({"observed_at": "2026-02-30T00:00:00Z"}, "invalid_report"),
+    ({"observed_at": "2026-01-01T25:00:00Z"}, "invalid_report"),
+    ({"observed_at": timestamp(timezone.now() - dt.timedelta(days=2))}, "invalid_report"),
+    ({"queued_jobs": 2**40}, "invalid_report"), ({"available_units": 2**40}, "invalid_report"),
     ({"extra": 1}, "invalid_report")])
 def test_bad_reports_store_nothing(owner, change, code):
     _, api, (big, small, _) = owner

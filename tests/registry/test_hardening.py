@@ -38,8 +38,9 @@ def test_hostile_json_is_400_on_writes(resource, body):
 def test_an_oversized_body_is_a_problem_not_html(api, node):
     body = json.dumps({"ucris": ["x" * 1000] * 3000})
     response = api.generic("POST", "/api/v1/resolve", body.encode(), content_type="application/json")
-    assert response.status_code == 400
+    assert response.status_code == 413
     assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["code"] == "payload_too_large"
 
 
 def _token_request(api, claims: dict, key=None):

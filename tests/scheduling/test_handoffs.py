@@ -197,7 +197,8 @@ def test_acknowledgement_by_the_addressed_provider(scheduler, provider, resource
 def test_ack_after_expiry_and_the_sweep(scheduler, provider, resource):
     answer = _issue(scheduler, resource)
     second = _issue(scheduler, resource)
-    Handoff.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    # The kit allows 60 s of clock leeway past exp; so does the acknowledgement, and the sweep waits for it.
+    Handoff.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=61))
     owner = auth.bearer_client(auth.Machine(provider.provider.prefix, crypto.load_private_jwk(provider.private_jwk)))
     response = owner.post(f"/api/v1/handoffs/{answer['id']}/ack", {"accepted": True}, format="json")
     assert response.status_code == 409 and response.json()["code"] == "handoff_expired"
@@ -291,3 +292,74 @@ def test_the_kit_command_line(issued, tmp_path, capsys):
                      "--issuer-jwks", str(tmp_path / "jwks.json"), "--ticket", answer["ticket"], "--proof", proof,
                      "--body", str(tmp_path / "job.json")])
     assert code == 0 and json.loads(capsys.readouterr().out)["accepted"] is True
+
+
+def test_an_ack_within_the_kits_leeway_is_accepted(scheduler, provider, resource):
+    answer = _issue(scheduler, resource)
+    Handoff.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=30))
+    owner = auth.bearer_client(auth.Machine(provider.provider.prefix, crypto.load_private_jwk(provider.private_jwk)))
+    response = owner.post(f"/api/v1/handoffs/{answer['id']}/ack", {"accepted": True, "reason": None}, format="json")
+    assert response.status_code == 200 and response.json()["status"] == "accepted"
+    assert services.expire_due() == 0
+
+
+def test_a_job_with_duplicate_member_names_is_refused(scheduler, resource):
+    raw = '{"ucri": "' + resource.ucri + '", "job": {"cmd": "run", "cmd": "evil"}}'
+    response = scheduler.api.generic("POST", "/api/v1/handoffs", raw, content_type="application/json",
+                                     HTTP_DPOP=scheduler.proof())
+    assert response.status_code == 400 and response.json()["code"] == "malformed_body"
+
+
+def test_the_kit_refuses_duplicate_member_names_and_bad_htu(issued):
+    answer, verifier, scheduler = issued
+    body = b'{"cmd": "evil", "cmd": "run"}'
+    decision = verifier.verify(authorization=f"DPoP {answer['ticket']}", method="POST", body=body,
+                               dpop=auth.dpop_proof(scheduler.key, "POST", ENDPOINT, answer["ticket"]))
+    assert decision.reason == "invalid_job"
+    bad_htu = auth.dpop_proof(scheduler.key, "POST", "http://127.0.0.1:99999/jobs", answer["ticket"])
+    assert submit(verifier, scheduler, answer["ticket"], proof=bad_htu).reason == "invalid_proof"
+
+
+def test_a_bad_htu_at_issuance_is_invalid_dpop_proof(scheduler, resource):
+    proof = scheduler.proof(htu="http://[::1/api/v1/handoffs")
+    response = scheduler.request({"ucri": resource.ucri, "job": JOB}, proof=proof)
+    assert response.status_code == 400 and response.json()["code"] == "invalid_dpop_proof"
+
+
+def test_an_idempotent_replay_still_needs_a_proof(scheduler, resource):
+    body = {"ucri": resource.ucri, "job": JOB}
+    assert scheduler.request(body, HTTP_IDEMPOTENCY_KEY="h1").status_code == 201
+    response = scheduler.request(body, proof=None, HTTP_IDEMPOTENCY_KEY="h1")
+    assert response.status_code == 400 and response.json()["code"] == "dpop_required"
+
+
+def test_clients_without_handoff_scopes_get_404(scheduler, resource):
+    answer = _issue(scheduler, resource)
+    reader = auth.bearer_client(auth.register("only-reads", "resources:read"))
+    assert reader.get(f"/api/v1/handoffs/{answer['id']}").status_code == 404
+
+
+def test_the_kit_refetches_keys_for_an_unknown_kid(client, node):
+    """After a handoff-key rotation the kit must not refuse good tickets until its cache expires."""
+    from urllib.parse import urlsplit
+
+    from federation import entity
+    from identity.models import NodeKey
+
+    def get(url: str, media: str) -> str:
+        parts = urlsplit(url)
+        response = client.get(parts.path + (f"?{parts.query}" if parts.query else ""))
+        assert response["Content-Type"] == f"application/{media}"
+        return response.content.decode()
+
+    anchor = kit.AnchorKeys(node.entity_id, entity.federation_jwks(), get=get)
+    old = anchor.handoff_keys(node.entity_id)
+    rotated = keys.rotate(Purpose.HANDOFF, force=True)
+    NodeKey.objects.filter(pk=rotated.pk).update(activates_at=timezone.now() - dt.timedelta(seconds=1))
+    # Within a minute of the last fetch the cache is trusted; after that an unknown kid is looked up.
+    assert anchor.handoff_keys(node.entity_id, rotated.kid) == old
+    issuer = node.entity_id
+    expiry, cached, _fetched = anchor._cache[issuer]
+    anchor._cache[issuer] = (expiry, cached, time.time() - kit.REFETCH_AFTER - 1)
+    fresh = anchor.handoff_keys(issuer, rotated.kid)
+    assert rotated.kid in {k["kid"] for k in fresh}

@@ -43,6 +43,6 @@ class Command(OperatorCommand):
             else:
                 lines = sys.stdin if source == "-" else Path(source).read_text(encoding="utf-8").splitlines()
                 sent = client.send(list(reporter.parse_lines(lines, valid_for=valid_for)))
-        except (reporter.ReportError, OSError) as exc:
-            raise CommandError(str(exc)) from exc
+        except (reporter.ReportError, OSError, UnicodeDecodeError) as exc:
+            raise CommandError(f"{exc.__class__.__name__}: {exc}") from exc
         return {"accepted": sent}
