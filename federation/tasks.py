@@ -48,6 +48,7 @@ def refresh_peers() -> int:
         chains.forget(peer.entity_id)  # rebuild cached chains in the background, not at first use
         try:
             chains.refresh_peer(peer, force=True)
+            chains.chain_for(peer.entity_id)
             refreshed += 1
         except (chains.ChainError, clients.PeerError):
             continue  # the next pull records the error on the peer
