@@ -43,6 +43,19 @@ def head() -> int:
     return outbox.head()
 
 
+AVAILABILITY_MARK = "feed_availability_mark"
+
+
+def availability_mark() -> int:
+    """The feed head right after availability was last published: a consumer past it has read it all."""
+    setting = NodeSetting.objects.filter(key=AVAILABILITY_MARK).first()
+    return int(setting.value) if setting else 0
+
+
+def set_availability_mark(seq: int) -> None:
+    NodeSetting.objects.update_or_create(key=AVAILABILITY_MARK, defaults={"value": seq})
+
+
 def entry(e) -> dict[str, Any]:
     change = {"seq": e.seq, "type": e.type, "op": e.op, "key": e.key, "authority": e.authority, "record": e.record}
     if e.version is not None:

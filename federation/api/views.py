@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.cache import cache
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -21,8 +20,6 @@ from registry.services import this_node
 
 from .. import chains, checkpoints, clients, entity, feed, trust
 from ..models import Peer
-
-AVAILABILITY_PUBLISH_EVERY = 5  # seconds
 
 _OIDF_CODES = {401: "invalid_token", 403: "insufficient_scope", 404: "not_found", 405: "invalid_request",
                429: "temporarily_unavailable", 503: "temporarily_unavailable"}
@@ -165,10 +162,11 @@ class ChangeFeedView(FederationView):
         after, limit = int(raw_after), int(raw_limit)
         if after >= 2**63 or not 1 <= limit <= feed.MAX_LIMIT:
             return oidf_error(400, "invalid_request", f"after >= 0 and 1 <= limit <= {feed.MAX_LIMIT}")
-        if after + limit >= feed.head() and cache.add("cir:availability-published", 1, AVAILABILITY_PUBLISH_EVERY):
-            # This page reaches the end of the feed: add the newest report per resource. At most once
-            # every few seconds, so pages of a busy feed always catch up (one entry per resource per pull).
-            availability.publish_pending()
+        # This page reaches the end of the feed, and the consumer has read every availability entry
+        # published so far: add the newest report per resource now. One publish per pull, so a busy
+        # feed still ends (one entry per resource per pull).
+        if after + limit >= feed.head() and after >= feed.availability_mark() and availability.publish_pending():
+            feed.set_availability_mark(feed.head())
         return _jwt_response(feed.signed_page(after, limit), "change-page+jwt")
 
 

@@ -1,13 +1,17 @@
 """Federation endpoints refuse what they must (regressions from review)."""
 
+import json
 import time
 
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from federation.models import Peer
-from identity import keys
+from identity import crypto, keys
 from identity.models import Purpose
+from registry.availability import report
+from registry.records import timestamp
 from tests.support import factories
 
 pytestmark = pytest.mark.django_db
@@ -58,3 +62,36 @@ def test_notify_refuses_out_of_range_seq(national):
 def test_unknown_federation_paths_answer_in_oidf_form(api, national):
     response = api.get("/federation/nothing")
     assert response.status_code == 404 and response.json()["error"] == "not_found"
+
+
+def test_availability_is_published_once_per_pull_and_a_busy_feed_still_ends(national):
+    """Regression: publishing on every page kept an active feed from ending; throttling by time could
+    drop a publish that no later pull picked up."""
+    provider = factories.provider(code="BUSY")
+    site = factories.site(provider)
+    resources = [factories.resource(site) for _ in range(5)]
+    Peer.objects.create(entity_id="http://127.0.0.1:8097", relation="superior", jwks=[])
+    client = node_client(national, "http://127.0.0.1:8097", "federation:sync")
+    cursor = 0
+
+    def report_all(units: int) -> None:
+        report(provider=provider, reports=[{"ucri": r.ucri, "available_units": units, "valid_for": 60,
+                                            "observed_at": timestamp(timezone.now())} for r in resources])
+
+    def pull() -> list[dict]:
+        nonlocal cursor
+        seen: list[dict] = []
+        for _ in range(50):
+            report_all(len(seen) % 8)  # the provider keeps reporting between pages
+            token = client.get(f"/federation/changes?after={cursor}&limit=2").content.decode()
+            claims = json.loads(crypto.b64url_decode(token.split(".")[1]))
+            seen += claims["changes"]
+            cursor = claims["next"]
+            if not claims["has_more"]:
+                return seen
+        raise AssertionError("the feed never ended")
+
+    first = [c for c in pull() if c["type"] == "availability"]
+    assert len(first) == 5 and len({c["key"] for c in first}) == 5  # one entry per resource
+    second = [c for c in pull() if c["type"] == "availability"]
+    assert 1 <= len(second) <= 5 and len({c["key"] for c in second}) == len(second)
