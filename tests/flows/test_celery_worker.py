@@ -48,3 +48,5 @@ def test_worker_resigns_a_changed_status_list(broker):
             worker.terminate()
             print(worker.communicate(timeout=10)[0])
             raise
+    fresh = StatusList.objects.get(pk=status_list.pk)
+    assert fresh.token_version == fresh.version and fresh.token != status_list.token
