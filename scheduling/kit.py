@@ -15,7 +15,6 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import json
 import sys
@@ -144,15 +143,17 @@ class AnchorKeys:
         return keys
 
 
-def _normalize(url: str) -> str:
+def normalize_url(url: str) -> str:
+    """For ``htu`` comparison (RFC 9449 §4.3): no query or fragment, case-insensitive scheme and host,
+    default ports dropped. Raises ValueError for an unparsable URL (bad port, broken IPv6 literal)."""
     parts = urlsplit(url)
-    scheme, host, port = parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
-    netloc = host if port in (None, {"http": 80, "https": 443}.get(scheme)) else f"{host}:{port}"
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    port = parts.port
+    default = {"http": 80, "https": 443}.get(scheme)
+    netloc = host if port in (None, default) else f"{host}:{port}"
+    if ":" in host and not host.startswith("["):
+        netloc = f"[{host}]" if port in (None, default) else f"[{host}]:{port}"
     return urlunsplit((scheme, netloc, parts.path or "/", "", ""))
-
-
-def _sha256_b64url(text: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(text.encode("ascii")).digest()).decode().rstrip("=")
 
 
 def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -212,12 +213,12 @@ class Verifier:
             return Decision(False, "invalid_proof", claims, "htm does not match the request method")
         try:
             htu_ok = isinstance(proof.claims.get("htu"), str) and \
-                _normalize(proof.claims["htu"]) == _normalize(self.endpoint_url)
+                normalize_url(proof.claims["htu"]) == normalize_url(self.endpoint_url)
         except ValueError:
             return Decision(False, "invalid_proof", claims, "htu is not a URL")
         if not htu_ok:
             return Decision(False, "wrong_endpoint", claims, "htu is not this endpoint")
-        if proof.claims.get("ath") != _sha256_b64url(ticket):
+        if proof.claims.get("ath") != crypto.sha256_b64url(ticket):
             return Decision(False, "invalid_proof", claims, "ath is not the hash of this ticket")
         try:
             job = json.loads(body, object_pairs_hook=_unique_names)

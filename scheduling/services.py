@@ -6,7 +6,6 @@ import datetime as dt
 import hashlib
 import uuid
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import rfc8785
 from django.conf import settings
@@ -22,6 +21,7 @@ from registry import identifiers, selectors
 from registry.models import Provider, Resource, Source
 from registry.services import this_node
 
+from .kit import normalize_url
 from .models import Handoff
 
 MAX_JOB_BYTES = 256 * 1024
@@ -32,19 +32,6 @@ BODY_MEMBERS = frozenset({"ucri", "job", "endpoint"})
 def job_sha256(job: Any) -> str:
     """Hex SHA-256 of the RFC 8785 canonical JSON of ``job`` (exactly as RFC 8785 defines it)."""
     return hashlib.sha256(rfc8785.dumps(job)).hexdigest()
-
-
-def normalize_url(url: str) -> str:
-    """For ``htu`` comparison (RFC 9449 §4.3): no query or fragment, case-insensitive scheme and host,
-    default ports dropped."""
-    parts = urlsplit(url)
-    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
-    port = parts.port
-    default = {"http": 80, "https": 443}.get(scheme)
-    netloc = host if port in (None, default) else f"{host}:{port}"
-    if ":" in host and not host.startswith("["):
-        netloc = f"[{host}]" if port in (None, default) else f"[{host}]:{port}"
-    return urlunsplit((scheme, netloc, parts.path or "/", "", ""))
 
 
 def verify_proof(proof: str | None, *, method: str, url: str, access_token: str) -> str:

@@ -363,3 +363,13 @@ def test_the_kit_refetches_keys_for_an_unknown_kid(client, node):
     anchor._cache[issuer] = (expiry, cached, time.time() - kit.REFETCH_AFTER - 1)
     fresh = anchor.handoff_keys(issuer, rotated.kid)
     assert rotated.kid in {k["kid"] for k in fresh}
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("HTTPS://Slurm.GZ.example:443/jobs?x=1#f", "https://slurm.gz.example/jobs"),
+    ("http://[::1]:80/jobs", "http://[::1]/jobs"),
+    ("http://[::1]:8443/jobs", "http://[::1]:8443/jobs")])
+def test_issuance_and_the_kit_compare_htu_the_same_way(a, b):
+    """One normalisation for both sides: the kit's own copy once dropped IPv6 brackets."""
+    assert kit.normalize_url(a) == kit.normalize_url(b)
+    assert services.normalize_url is kit.normalize_url
