@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from dataclasses import dataclass
 
 import requests
@@ -90,10 +89,8 @@ def subordinate_statement(fetch_endpoint: str, subject: str) -> str:
 def client_assertion(audience: str, own_entity_id: str) -> str:
     """A ``private_key_jwt`` assertion signed with our federation key (CONTRACT §6, node clients)."""
     node_key, private = keys.signing_key(Purpose.FEDERATION)
-    now = int(time.time())
-    claims = {"iss": own_entity_id, "sub": own_entity_id, "aud": audience, "iat": now, "exp": now + 120,
-              "jti": uuid.uuid4().hex}
-    return crypto.sign(claims, private, typ="client-authentication+jwt", kid=node_key.kid)
+    return crypto.client_assertion(own_entity_id, private, audience, lifetime=120,
+                                   typ="client-authentication+jwt", kid=node_key.kid)
 
 
 def access_token(token_endpoint: str, own_entity_id: str, scope: str) -> tuple[str, int]:

@@ -152,5 +152,17 @@ def sign(claims: dict[str, Any], key: PrivateKey, *, typ: str | None, kid: str |
     return jwt.encode(claims, key, algorithm=alg_for_key(key), headers=headers)
 
 
+def client_assertion(client_id: str, private_key: PrivateKey, audience: str, *, lifetime: int = 60,
+                     typ: str | None = None, kid: str | None = None) -> str:
+    """A ``private_key_jwt`` client assertion (RFC 7523): iss = sub = client_id, a fresh jti."""
+    import time
+    import uuid
+
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": audience, "iat": now, "exp": now + lifetime,
+              "jti": uuid.uuid4().hex}
+    return sign(claims, private_key, typ=typ, kid=kid or public_jwk(private_key)["kid"])
+
+
 def sha256_b64url(text: str) -> str:
     return b64url(hashlib.sha256(text.encode("ascii")).digest())

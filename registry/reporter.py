@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import subprocess
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,10 +53,8 @@ class Reporter:
     def token(self) -> str:
         if self._token and self._token[1] > time.monotonic() + 15:
             return self._token[0]
-        url, now = f"{self.node}/oauth/token", int(time.time())
-        assertion = crypto.sign({"iss": self.prefix, "sub": self.prefix, "aud": url, "iat": now, "exp": now + 60,
-                                 "jti": uuid.uuid4().hex}, self.private_key, typ=None,
-                                kid=crypto.public_jwk(self.private_key)["kid"])
+        url = f"{self.node}/oauth/token"
+        assertion = crypto.client_assertion(self.prefix, self.private_key, url)
         answer = self.session.post(url, data={"grant_type": "client_credentials", "client_assertion_type":
                                               ASSERTION_TYPE, "client_assertion": assertion,
                                               "scope": "resources:write"}, timeout=15)

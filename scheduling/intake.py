@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -28,9 +26,8 @@ MAX_BODY = 1024 * 1024
 
 def acknowledge(issuer: str, handoff_id: str, prefix: str, private_key: Any, accepted: bool, reason: str) -> int:
     """Ack at the issuing node as the provider (client_id = prefix, key = the credential's key)."""
-    token_url, now = f"{issuer}/oauth/token", int(time.time())
-    assertion = crypto.sign({"iss": prefix, "sub": prefix, "aud": token_url, "iat": now, "exp": now + 60,
-                             "jti": uuid.uuid4().hex}, private_key, typ=None, kid=crypto.public_jwk(private_key)["kid"])
+    token_url = f"{issuer}/oauth/token"
+    assertion = crypto.client_assertion(prefix, private_key, token_url)
     token = requests.post(token_url, data={"grant_type": "client_credentials", "client_assertion_type":
                                            ASSERTION_TYPE, "client_assertion": assertion, "scope": "handoff:ack"},
                           timeout=10).json()["access_token"]
