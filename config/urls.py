@@ -2,15 +2,16 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from registry import views as registry_views
+from federation import pages as federation_pages
 
 handler400 = "core.problems.api_bad_request"
 handler404 = "core.problems.api_not_found"
 handler500 = "core.problems.api_server_error"
 
 urlpatterns = [
-    path("", registry_views.home, name="home"),
-    path("r/<path:ucri>", registry_views.resolve_page, name="resolve-page"),
+    path("", include("registry.pages.urls")),
+    path("federation-status", federation_pages.federation_status_page, name="federation-status"),
+    path("i18n/", include("django.conf.urls.i18n")),
     path("", include("identity.urls")),
     path("", include("federation.urls")),
     path("api/v1/", include("registry.api.urls")),

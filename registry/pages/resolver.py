@@ -7,8 +7,8 @@ from rest_framework.request import Request
 
 from core.throttling import ResolveRateThrottle
 
-from . import selectors
-from .models import Resource
+from registry import selectors
+from registry.models import Resource
 
 
 def resolve_page(request, ucri: str):

@@ -1,0 +1,1 @@
+"""Server-rendered pages for people: resolver, catalog explorer, national dashboard."""
