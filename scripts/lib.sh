@@ -71,3 +71,12 @@ ensure_redis() {
   for _ in $(seq 1 20); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && return; sleep 0.5; done
   echo "Redis did not come up on 127.0.0.1:6379" >&2; exit 1
 }
+
+ensure_chromium() {
+  # Browser tests drive Debian's Chromium through Playwright; Playwright never downloads its own browser.
+  need_root_apt chromium:chromium
+  # A CJK font, so Chinese pages render as text rather than boxes in screenshots.
+  if ! fc-list :lang=zh 2>/dev/null | grep -q .; then
+    need_root_apt "x-cir-cjk-font:fonts-wqy-microhei"
+  fi
+}
