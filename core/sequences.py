@@ -14,10 +14,18 @@ from django.db.models import F
 
 from .models import Counter
 
+_TAKE = f"UPDATE {Counter._meta.db_table} SET last = last + %s WHERE name = %s RETURNING last"  # noqa: S608
+
 
 def take(name: str, n: int = 1) -> int:
     if not connection.in_atomic_block:
         raise RuntimeError(f"sequence {name!r} must be drawn inside a transaction")
+    if connection.vendor == "postgresql":  # one round trip: the increment returns the new value
+        with connection.cursor() as cursor:
+            cursor.execute(_TAKE, [n, name])
+            row = cursor.fetchone()
+        if row is not None:
+            return row[0] - n + 1
     updated = Counter.objects.filter(name=name).update(last=F("last") + n)
     if not updated:
         Counter.objects.get_or_create(name=name)

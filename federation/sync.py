@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from core import outbox
 from identity import tokens
-from registry import identifiers, mirror
+from registry import identifiers, mirror, mirror_batch
 from registry.services import this_node
 
 from . import chains, clients
@@ -118,12 +118,16 @@ def _shape_problem(change: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _record_violation(peer: Peer, change: Mapping[str, Any] | None, reason: str, detail: str) -> None:
+def _violation_row(peer: Peer, change: Mapping[str, Any] | None, reason: str, detail: str) -> Violation:
     change = change or {}
-    Violation.objects.create(peer=peer, seq=change.get("seq") if _int(change.get("seq")) else None,
-                             type=str(change.get("type", ""))[:32], key=str(change.get("key", ""))[:255],
-                             reason=reason[:64], detail=detail[:2000],
-                             record=change.get("record") if isinstance(change.get("record"), dict) else None)
+    return Violation(peer=peer, seq=change.get("seq") if _int(change.get("seq")) else None,
+                     type=str(change.get("type", ""))[:32], key=str(change.get("key", ""))[:255],
+                     reason=reason[:64], detail=detail[:2000],
+                     record=change.get("record") if isinstance(change.get("record"), dict) else None)
+
+
+def _record_violation(peer: Peer, change: Mapping[str, Any] | None, reason: str, detail: str) -> None:
+    _violation_row(peer, change, reason, detail).save()
 
 
 def _authority_problem(peer: Peer, change: Mapping[str, Any], prefix: str,
@@ -155,15 +159,21 @@ def _authority_problem(peer: Peer, change: Mapping[str, Any], prefix: str,
 
 def apply_page(peer: Peer, claims: Mapping[str, Any], report: PullReport,
                verify_credential: Callable[[Mapping[str, Any]], None] | None) -> None:
-    """Apply a verified page's changes; the caller holds the transaction and saves the cursor."""
+    """Apply a verified page's changes; the caller holds the transaction and saves the cursor.
+
+    Each entry is checked here (shape, type, delegation, authority), then the page's catalog changes
+    are applied together (``registry.mirror_batch``: per change the rules of ``mirror.apply``, written
+    set-based); a refused change is a violation and the rest of the page still applies. The applied
+    changes are relayed into our outbox in page order with one sequence draw."""
     now = timezone.now()
-    relay: list[outbox.Change] = []
+    changes = claims["changes"]
     authorities: dict[str, tuple[str, ...] | str] = {}
-    for change in claims["changes"]:
+    refused: dict[int, tuple[str, str, bool]] = {}  # index -> reason, detail, counted in report.reasons
+    accepted: list[int] = []
+    for index, change in enumerate(changes):
         problem = _shape_problem(change)
         if problem is not None:
-            _record_violation(peer, change, "malformed_entry", problem)
-            report.violations += 1
+            refused[index] = ("malformed_entry", problem, False)
             continue
         if change["type"] not in mirror.KNOWN_TYPES:
             report.skipped_unknown += 1  # the feed may grow: skip and count, never fail
@@ -176,17 +186,32 @@ def apply_page(peer: Peer, claims: Mapping[str, Any], report: PullReport,
             problem = _authority_problem(peer, change, prefix, authorities)
             if problem is not None:
                 raise mirror.MirrorViolation("invalid_authority", problem)
-            outcome = mirror.apply(change, now=now, verify_credential=verify_credential, relay=relay)
         except mirror.MirrorViolation as exc:
-            _record_violation(peer, change, exc.reason, exc.detail)
-            report.violations += 1
-            report.reasons[exc.reason] = report.reasons.get(exc.reason, 0) + 1
+            refused[index] = (exc.reason, exc.detail, True)
             continue
-        if outcome == mirror.APPLIED:
+        accepted.append(index)
+    outcomes = mirror_batch.apply_changes([changes[i] for i in accepted], now=now,
+                                          verify_credential=verify_credential)
+    relay: list[outbox.Change] = []
+    records: list[str | None] = []
+    for index, outcome in zip(accepted, outcomes, strict=True):
+        if outcome.status == mirror_batch.VIOLATION:
+            refused[index] = (outcome.reason, outcome.detail, True)
+        elif outcome.status == mirror.APPLIED:
             report.applied += 1
+            if outcome.relay is not None:
+                relay.append(outcome.relay)
+                records.append(outcome.record)
         else:
             report.stale += 1
-    outbox.append_many(relay)  # one sequence draw per page; the page's transaction keeps the order
+    for _, reason, counted in refused.values():
+        report.violations += 1
+        if counted:
+            report.reasons[reason] = report.reasons.get(reason, 0) + 1
+    if refused:
+        Violation.objects.bulk_create([_violation_row(peer, changes[index], *refused[index][:2])
+                                       for index in sorted(refused)])
+    outbox.write_many(relay, records)  # one sequence draw per page; the page's transaction keeps the order
 
 
 def _fail(peer: Peer, report: PullReport, reason: str, detail: str) -> PullReport:

@@ -4,6 +4,10 @@ Each change is validated as strictly as a local write, applied idempotently (the
 per key wins; a retired resource stays retired; a local record is never overwritten) and, when
 applied, relayed through our own outbox so our superior receives it too. The caller (federation)
 has already checked the page's signature and that the key lies inside the origin's prefixes.
+
+The appliers decide; a ``Store`` reads what we hold and writes what they decide. ``apply`` runs one
+change against the database (``DatabaseStore``); ``registry.mirror_batch`` runs a page's changes through
+the same appliers against rows it prefetched, and writes them set-based.
 """
 
 from __future__ import annotations
@@ -87,8 +91,62 @@ def key_prefix(change: Mapping[str, Any]) -> str:
     return prefix
 
 
-def _mirrored_provider(prefix: str) -> Provider:
-    provider = Provider.objects.filter(prefix=prefix).first()
+class Store:
+    """What the appliers read and write. Lookups return instances the applier may change; a write
+    takes the instance as the applier left it."""
+
+    def provider(self, prefix: Any, *, lock: bool = False) -> Provider | None:
+        raise NotImplementedError
+
+    def site(self, site_id: uuid.UUID, *, lock: bool = False) -> Site | None:
+        raise NotImplementedError
+
+    def resource(self, ucri: str) -> Resource | None:
+        """Locked: the applier may overwrite it."""
+        raise NotImplementedError
+
+    def save_provider(self, provider: Provider) -> None:
+        raise NotImplementedError
+
+    def save_site(self, site: Site) -> None:
+        """Writes the site and copies its searchable facts onto its resources."""
+        raise NotImplementedError
+
+    def save_resource(self, resource: Resource, updated_at: dt.datetime | None) -> None:
+        """Writes the resource; ``updated_at`` (the origin's) replaces the save time when given."""
+        raise NotImplementedError
+
+
+class DatabaseStore(Store):
+    """One change at a time, straight to the database."""
+
+    def provider(self, prefix: Any, *, lock: bool = False) -> Provider | None:
+        query = Provider.objects.select_for_update() if lock else Provider.objects
+        return query.filter(prefix=prefix).first()
+
+    def site(self, site_id: uuid.UUID, *, lock: bool = False) -> Site | None:
+        query = Site.objects.select_for_update() if lock else Site.objects
+        return query.filter(pk=site_id).first()
+
+    def resource(self, ucri: str) -> Resource | None:
+        return Resource.objects.select_for_update().filter(ucri=ucri).first()
+
+    def save_provider(self, provider: Provider) -> None:
+        provider.save()
+
+    def save_site(self, site: Site) -> None:
+        site.save()
+        Resource.objects.filter(site=site).update(province=site.province, hub=site.hub, pue=site.pue,
+                                                  green_ratio=site.green_ratio)
+
+    def save_resource(self, resource: Resource, updated_at: dt.datetime | None) -> None:
+        resource.save()
+        if updated_at is not None:
+            Resource.objects.filter(pk=resource.pk).update(updated_at=updated_at)
+
+
+def _mirrored_provider(store: Store, prefix: Any) -> Provider:
+    provider = store.provider(prefix)
     if provider is None:
         raise _violation("unknown_reference", f"provider {prefix} has not been mirrored yet")
     if provider.source == Source.LOCAL:
@@ -96,12 +154,12 @@ def _mirrored_provider(prefix: str) -> Provider:
     return provider
 
 
-def _apply_provider(change, record, authority: str, now: dt.datetime,
+def _apply_provider(store: Store, change, record, authority: str, now: dt.datetime,
                     verify_credential: Callable[[Mapping[str, Any]], None] | None) -> str:
     prefix, version = change["key"], _version(change)
     if record.get("prefix") != prefix:
         raise _violation("invalid_record", "the record's prefix differs from the key")
-    existing = Provider.objects.select_for_update().filter(prefix=prefix).first()
+    existing = store.provider(prefix, lock=True)
     if existing is not None and existing.source == Source.LOCAL:
         raise _violation("local_record", f"provider {prefix} is this node's own")
     if existing is not None and existing.version >= version:
@@ -127,11 +185,11 @@ def _apply_provider(change, record, authority: str, now: dt.datetime,
                                            required=False)
     provider.version, provider.authority, provider.synced_at = version, authority, now
     _clean(provider, exclude=["prefix", "code"])
-    provider.save()
+    store.save_provider(provider)
     return APPLIED
 
 
-def _apply_site(change, record, authority: str, now: dt.datetime) -> str:
+def _apply_site(store: Store, change, record, authority: str, now: dt.datetime) -> str:
     version = _version(change)
     try:
         site_id = uuid.UUID(change["key"])
@@ -139,8 +197,8 @@ def _apply_site(change, record, authority: str, now: dt.datetime) -> str:
         raise _violation("invalid_key", "a site key is a UUID") from exc
     if record.get("id") != str(site_id):
         raise _violation("invalid_record", "the record's id differs from the key")
-    provider = _mirrored_provider(record["provider"])
-    existing = Site.objects.select_for_update().filter(pk=site_id).first()
+    provider = _mirrored_provider(store, record["provider"])
+    existing = store.site(site_id, lock=True)
     if existing is not None and (existing.source == Source.LOCAL or existing.provider_id != provider.pk):
         raise _violation("local_record" if existing.source == Source.LOCAL else "invalid_record",
                          f"site {site_id} belongs elsewhere")
@@ -158,20 +216,18 @@ def _apply_site(change, record, authority: str, now: dt.datetime) -> str:
         raise _violation("invalid_record", f"hub {record.get('hub')!r} disagrees with province {site.province}")
     site.version, site.authority, site.synced_at = version, authority, now
     _clean(site, exclude=["provider", "hub"])
-    site.save()
-    Resource.objects.filter(site=site).update(province=site.province, hub=site.hub, pue=site.pue,
-                                              green_ratio=site.green_ratio)
+    store.save_site(site)
     return APPLIED
 
 
-def _apply_resource(change, record, authority: str, now: dt.datetime) -> str:
+def _apply_resource(store: Store, change, record, authority: str, now: dt.datetime) -> str:
     ucri, version = change["key"], _version(change)
     if record.get("ucri") != ucri:
         raise _violation("invalid_record", "the record's ucri differs from the key")
-    provider = _mirrored_provider(record.get("provider"))
+    provider = _mirrored_provider(store, record.get("provider"))
     if identifiers.prefix_of(ucri) != provider.prefix:
         raise _violation("invalid_record", f"{ucri} is not under its provider's prefix {provider.prefix}")
-    existing = Resource.objects.select_for_update().filter(ucri=ucri).first()
+    existing = store.resource(ucri)
     if existing is not None and existing.source == Source.LOCAL:
         raise _violation("local_record", f"{ucri} is this node's own")
     if existing is not None and (existing.is_retired or existing.version >= version):
@@ -180,8 +236,10 @@ def _apply_resource(change, record, authority: str, now: dt.datetime) -> str:
     if (change["op"] == "retire") != (status == Resource.Status.RETIRED):
         raise _violation("invalid_record", "op retire goes with status retired, and only with it")
     try:
-        site = Site.objects.filter(pk=uuid.UUID(str(record.get("site_id"))), provider=provider).first()
+        site = store.site(uuid.UUID(str(record.get("site_id"))))
     except ValueError:
+        site = None
+    if site is not None and site.provider_id != provider.pk:
         site = None
     if site is None:
         raise _violation("unknown_reference", f"site {record.get('site_id')} of {provider.prefix} is not mirrored")
@@ -206,20 +264,17 @@ def _apply_resource(change, record, authority: str, now: dt.datetime) -> str:
     _clean(resource, exclude=["provider", "site", "ucri", "province", "pue", "green_ratio"])
     if resource.price_unit == Resource.PriceUnit.NODE and not resource.node_count:
         raise _violation("invalid_record", "node_count is required when price_unit is node")
-    resource.save()
-    updated_at = _time(record.get("updated_at"), "updated_at", required=False)
-    if updated_at is not None:
-        Resource.objects.filter(pk=resource.pk).update(updated_at=updated_at)
+    store.save_resource(resource, _time(record.get("updated_at"), "updated_at", required=False))
     return APPLIED
 
 
-def _apply_downtime(change, record, authority: str, now: dt.datetime) -> str:
+def _apply_downtime(store: Store, change, record, authority: str, now: dt.datetime) -> str:
     version = _version(change)
     try:
         downtime_id = uuid.UUID(change["key"])
     except (ValueError, TypeError) as exc:
         raise _violation("invalid_key", "a downtime key is a UUID") from exc
-    provider = _mirrored_provider(record.get("provider"))
+    provider = _mirrored_provider(store, record.get("provider"))
     existing = Downtime.objects.select_for_update(of=("self",)).filter(pk=downtime_id).first()
     if existing is not None and (existing.source == Source.LOCAL or existing.provider_id != provider.pk):
         raise _violation("local_record", f"downtime {downtime_id} belongs elsewhere")
@@ -259,6 +314,36 @@ def _apply_downtime(change, record, authority: str, now: dt.datetime) -> str:
     return APPLIED
 
 
+def encoded(record: Mapping[str, Any]) -> str:
+    """The record as compact JSON (what a relay stores), refused when over ``MAX_RECORD_BYTES``."""
+    text = json.dumps(record, separators=(",", ":"), default=str)
+    if len(text) > MAX_RECORD_BYTES:
+        raise _violation("oversized_record", f"a record is at most {MAX_RECORD_BYTES} bytes")
+    return text
+
+
+def decide(store: Store, change: Mapping[str, Any], *, now: dt.datetime,
+           verify_credential: Callable[[Mapping[str, Any]], None] | None = None) -> str:
+    """Validate a provider, site or resource change against ``store`` and write it there when it is
+    newer; returns APPLIED or STALE, raises ``MirrorViolation`` having written nothing."""
+    kind, record, authority = change["type"], change["record"], change["authority"]
+    if kind == "provider":
+        return _apply_provider(store, change, record, authority, now, verify_credential)
+    if kind == "site":
+        return _apply_site(store, change, record, authority, now)
+    if kind == "resource":
+        return _apply_resource(store, change, record, authority, now)
+    if kind == "downtime":
+        return _apply_downtime(store, change, record, authority, now)
+    raise ValueError(f"{kind} changes are applied elsewhere")
+
+
+def relayed(change: Mapping[str, Any]) -> outbox.Change:
+    """An applied change as our own feed carries it on (with its origin's ``authority``)."""
+    return outbox.Change(change["type"], change["op"], change["key"], change.get("version"), change["authority"],
+                         dict(change["record"]))
+
+
 def apply(change: Mapping[str, Any], *, now: dt.datetime,
           verify_credential: Callable[[Mapping[str, Any]], None] | None = None,
           relay: list[outbox.Change] | None = None) -> str:
@@ -267,39 +352,33 @@ def apply(change: Mapping[str, Any], *, now: dt.datetime,
     Runs in a savepoint: a violation leaves nothing behind. An applied change is relayed: appended to
     ``relay`` when given (the caller writes a page's relays with one sequence draw), else at once.
     """
-    kind, record, authority = change["type"], change["record"], change["authority"]
+    kind, record = change["type"], change["record"]
     if kind not in KNOWN_TYPES:
         raise ValueError(f"unknown type {kind}")
-    if len(json.dumps(record, separators=(",", ":"), default=str)) > MAX_RECORD_BYTES:
-        raise _violation("oversized_record", f"a record is at most {MAX_RECORD_BYTES} bytes")
+    encoded(record)
     try:
-        return _apply(change, kind, record, authority, now, verify_credential, relay)
+        return _apply(change, kind, now, verify_credential, relay)
     except (IntegrityError, DataError) as exc:
         # A record that collides with what we hold (a reused local_id or site name) or exceeds a
         # column: refused like any other invalid record, never a crashed pull.
-        raise _violation("conflict", f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:300]}") from exc
+        raise conflict(exc) from exc
 
 
-def _apply(change, kind, record, authority, now, verify_credential, relay) -> str:
+def conflict(exc: Exception) -> MirrorViolation:
+    return _violation("conflict", f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:300]}")
+
+
+def _apply(change, kind, now, verify_credential, relay) -> str:
     if kind == "availability":
         from .availability import apply_mirrored
 
         with transaction.atomic():
             return apply_mirrored(change)  # relayed coalesced by our own feed (availability.publish_pending)
     with transaction.atomic():
-        if kind == "provider":
-            outcome = _apply_provider(change, record, authority, now, verify_credential)
-        elif kind == "site":
-            outcome = _apply_site(change, record, authority, now)
-        elif kind == "resource":
-            outcome = _apply_resource(change, record, authority, now)
-        else:
-            outcome = _apply_downtime(change, record, authority, now)
+        outcome = decide(DatabaseStore(), change, now=now, verify_credential=verify_credential)
         if outcome == APPLIED:
-            relayed = outbox.Change(kind, change["op"], change["key"], change.get("version"), authority,
-                                    dict(record))
             if relay is None:
-                outbox.append(relayed)
+                outbox.append(relayed(change))
             else:
-                relay.append(relayed)
+                relay.append(relayed(change))
     return outcome
