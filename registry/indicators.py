@@ -4,10 +4,10 @@ Selectors for the public dashboard (issue 8) and, later, the Prometheus ``/metri
 dataclasses of numbers keyed by codes (hub, province, kind, price unit, accelerator model), with no names,
 formatting or template concerns. Every figure is defined in ``docs/dashboard.md``.
 
-Everything is aggregated in SQL, in five statements whatever the catalog size (resources with their fresh
+Everything is aggregated in SQL, in six statements whatever the catalog size (resources with their fresh
 availability grouped by site, kind, status and price unit; prices by model and by hub; sites by hub; all
-sites), so a million-resource catalog never reaches Python row by row. ``current()`` caches the result for
-``CACHE_SECONDS``; the cache holds data, not HTML, so every language shares it.
+sites; where each site is), so a million-resource catalog never reaches Python row by row. ``current()``
+caches the result for ``CACHE_SECONDS``; the cache holds data, not HTML, so every language shares it.
 """
 
 from __future__ import annotations
@@ -258,8 +258,13 @@ def _scale_of(row: Mapping[str, Any]) -> Scale:
 
 
 def _resource_groups(now: dt.datetime) -> Iterable[dict[str, Any]]:
-    """Non-retired resources grouped by site (which fixes hub and province), kind, status and price unit,
-    with their fresh availability: availability is one-to-one, so the outer join adds no rows."""
+    """Non-retired resources grouped by site, kind, status and price unit, with their fresh availability
+    (availability is one-to-one, so the outer join adds no rows).
+
+    Not grouped by the resource's hub and province columns, although they are there: PostgreSQL would
+    multiply their distinct counts with the sites', expect ~100,000 groups instead of a few hundred and
+    sort a million rows on disk instead of hashing them (measured: 2.7 s against 1.5 s at 1M resources).
+    The site fixes both (they are copies of the site's), so they come from the sites instead."""
     fresh = Q(availability__expires_at__gt=now)
     sums: dict[str, Any] = {"n": Count("pk"), "storage": Sum("storage_tb"), "storage_n": Count("storage_tb"),
                             "cards": Sum("accelerator_count"), "nodes": Sum("node_count"),
@@ -269,7 +274,7 @@ def _resource_groups(now: dt.datetime) -> Iterable[dict[str, Any]]:
         sums[precision] = Sum(f"{precision}_tflops")
         sums[f"{precision}_n"] = Count(f"{precision}_tflops")
     return (Resource.objects.exclude(status=Resource.Status.RETIRED)
-            .values("site_id", "hub", "province", "kind", "status", "price_unit").annotate(**sums).order_by())
+            .values("site_id", "kind", "status", "price_unit").annotate(**sums).order_by())
 
 
 def _prices(group_by: Case | F) -> list[Price]:
@@ -349,14 +354,16 @@ def _targets(total: Scale, intelligent_centers: int) -> list[Target]:
 
 
 def compute(now: dt.datetime | None = None) -> Indicators:
-    """Compute every indicator now (uncached; five SQL statements)."""
+    """Compute every indicator now (uncached; six SQL statements)."""
     now = now or timezone.now()
     total, by_kind = Scale(), {kind: Scale() for kind in Resource.Kind.values}
     by_hub: dict[str | None, Scale] = {}
     by_province: dict[str, Scale] = {}
     live: dict[tuple[str | None, str], Live] = {}
     sites, intelligent_sites = set(), set()
+    places = {pk: (hub, province) for pk, hub, province in Site.objects.values_list("pk", "hub", "province")}
     for row in _resource_groups(now):
+        row["hub"], row["province"] = places[row["site_id"]]
         scale = _scale_of(row)
         total.add(scale)
         by_kind.setdefault(row["kind"], Scale()).add(scale)
@@ -380,12 +387,20 @@ def compute(now: dt.datetime | None = None) -> Indicators:
     )
 
 
+def refresh() -> Indicators:
+    """Compute the indicators and put them in the cache (for ``current()``, or a periodic task that keeps
+    the cache warm so that no request ever waits for a computation)."""
+    indicators = compute()
+    cache.set(CACHE_KEY, indicators, STALE_SECONDS)
+    return indicators
+
+
 def current() -> Indicators:
     """The indicators, from the cache when computed less than CACHE_SECONDS ago.
 
     Past that, one request recomputes (it takes a short lock in the cache) while concurrent requests are
-    served the previous figures, at most STALE_SECONDS old: a million-resource catalog costs a few seconds
-    of SQL, and a crowd arriving when the entry expires must not run it once each.
+    served the previous figures, at most STALE_SECONDS old: a million-resource catalog costs seconds of
+    SQL, and a crowd arriving when the entry expires must not run it once each.
     """
     held = cache.get(CACHE_KEY)
     if held is not None and timezone.now() - held.computed_at < dt.timedelta(seconds=CACHE_SECONDS):
@@ -394,9 +409,7 @@ def current() -> Indicators:
     if held is not None and not locked:
         return held
     try:
-        fresh = compute()
-        cache.set(CACHE_KEY, fresh, STALE_SECONDS)
+        return refresh()
     finally:
         if locked:
             cache.delete(LOCK_KEY)
-    return fresh
