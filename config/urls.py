@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django.http import HttpResponsePermanentRedirect
+from django.templatetags.static import static
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -12,6 +14,8 @@ urlpatterns = [
     path("", include("registry.pages.urls")),
     path("federation-status", federation_pages.federation_status_page, name="federation-status"),
     path("i18n/", include("django.conf.urls.i18n")),
+    # Browsers ask for /favicon.ico on pages that name no icon (the admin's); answer instead of a 404.
+    path("favicon.ico", lambda request: HttpResponsePermanentRedirect(static("cir/favicon.svg"))),
     path("", include("identity.urls")),
     path("", include("federation.urls")),
     path("api/v1/", include("registry.api.urls")),
