@@ -298,8 +298,10 @@ def test_the_csv_is_the_whole_filtered_set_streamed_in_chunks(browser, reader, c
         assert isinstance(response, StreamingHttpResponse)
         pieces = list(response.streaming_content)
         after = len(queries.captured_queries)
-    # Nothing is read before the body is consumed; then one page query (+ availability) per chunk.
-    assert after - before >= 3 * 2
+    # Nothing is read before the body is consumed; then one keyset query per chunk (availability joined).
+    streamed = [q["sql"] for q in queries.captured_queries[before:after]]
+    assert len(streamed) == 3 and all('FROM "registry_resource"' in sql for sql in streamed)
+    assert not any('FROM "registry_resource"' in q["sql"] for q in queries.captured_queries[:before])
     assert len(pieces) == 1 + 3  # the header, then 6 resources in 3 chunks of 2
     text = b"".join(pieces).decode("utf-8-sig")
     rows = list(csv.DictReader(io.StringIO(text)))
