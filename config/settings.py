@@ -235,3 +235,5 @@ CIR_MIRRORED_STATUS_LOOKUP = "federation.status.credential_status"
 CELERY_BEAT_SCHEDULE["expire-handoffs"] = {"task": "scheduling.tasks.expire_handoffs", "schedule": 30.0}
 CIR_HANDOFF_LIFETIME = int(env_str("CIR_HANDOFF_LIFETIME", "120"))
 CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {"task": "federation.tasks.sign_audit_checkpoint", "schedule": 30.0}
+# Keeps the dashboard's indicators warm (cached 60 s): no page request waits for the national aggregates.
+CELERY_BEAT_SCHEDULE["refresh-indicators"] = {"task": "registry.tasks.refresh_indicators", "schedule": 45.0}

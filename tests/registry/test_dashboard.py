@@ -417,3 +417,14 @@ def test_sqlite_median_matches_statistics_median():
     db.executemany("insert into t values (?, ?)", [(g, v) for g, vs in values.items() for v in vs])
     got = dict(db.execute("select g, cir_median(v) from t group by g"))
     assert got == {"a": 2, "b": statistics.median([4.5, 1.5, 2.5, 10]), "c": None}
+
+
+def test_the_beat_task_warms_the_cache_so_pages_run_no_aggregates(client, catalog):
+    from registry.tasks import refresh_indicators
+
+    assert settings.CELERY_BEAT_SCHEDULE["refresh-indicators"]["task"] == "registry.tasks.refresh_indicators"
+    cache.clear()
+    assert refresh_indicators() == Resource.objects.exclude(status=Resource.Status.RETIRED).count()
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/dashboard").status_code == 200
+    assert not [q for q in queries.captured_queries if "registry_" in q["sql"]]
