@@ -221,6 +221,7 @@ CELERY_BEAT_SCHEDULE = {
     "renew-provider-credentials": {"task": "identity.tasks.renew_provider_credentials", "schedule": 3600.0},
     "refresh-status-lists": {"task": "identity.tasks.refresh_status_lists", "schedule": 600.0},
     "purge-idempotency-records": {"task": "identity.tasks.purge_idempotency_records", "schedule": 3600.0},
+    "purge-seen-jtis": {"task": "identity.tasks.purge_seen_jtis", "schedule": 600.0},
 }
 
 # Federation: how identity learns other nodes' keys and scopes (client_id = entity ID, CONTRACT §6).

@@ -38,7 +38,8 @@ def record(*, actor: str, action: str, target_type: str = "", target_key: str = 
            data: dict[str, Any] | None = None) -> AuditEntry:
     """Append one event. Joins the caller's transaction so the event commits with the change."""
     data = data or {}
-    with transaction.atomic():
+    # No savepoint of its own inside the caller's transaction: a failure here fails the caller's change too.
+    with transaction.atomic(savepoint=False):
         seq = sequences.take(SEQUENCE)  # row lock: entries are chained in commit order
         prev = AuditEntry.objects.filter(seq=seq - 1).values_list("hash", flat=True).first()
         prev_hash = prev or GENESIS_HASH

@@ -81,13 +81,34 @@ def thumbprint(jwk: dict[str, Any]) -> str:
     return b64url(hashlib.sha256(rfc8785.dumps(members)).digest())
 
 
+_LOADED: dict[tuple, tuple[PublicKey, dict[str, Any]]] = {}  # accepted JWKs, by all their members
+_LOADED_MAX = 1024
+
+
 def load_public_jwk(jwk: Any) -> tuple[PublicKey, dict[str, Any]]:
     """Validate an untrusted public JWK: EC P-256 or Ed25519, no private members.
 
-    Returns the key object and the normalised JWK (required members + ``kid`` thumbprint).
+    Returns the key object and the normalised JWK (required members + ``kid`` thumbprint). A JWK that
+    was accepted before is not parsed again: the answer depends on its members only.
     """
     if not isinstance(jwk, dict):
         raise KeyError_("a JWK is a JSON object")
+    try:
+        memo_key: tuple | None = tuple(sorted(jwk.items(), key=lambda item: item[0]))
+        hash(memo_key)
+    except TypeError:  # a member that is a list or an object: not memoised
+        memo_key = None
+    if memo_key is not None and (found := _LOADED.get(memo_key)) is not None:
+        return found[0], dict(found[1])
+    key, normalised = _load_public_jwk(jwk)
+    if memo_key is not None:
+        if len(_LOADED) >= _LOADED_MAX:
+            _LOADED.clear()
+        _LOADED[memo_key] = (key, normalised)
+    return key, dict(normalised)
+
+
+def _load_public_jwk(jwk: dict[str, Any]) -> tuple[PublicKey, dict[str, Any]]:
     if _PRIVATE_MEMBERS & set(jwk):
         raise KeyError_("the JWK contains private key material; send the public key only")
     kty, crv = jwk.get("kty"), jwk.get("crv")

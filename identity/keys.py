@@ -11,12 +11,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from core import audit
@@ -48,25 +49,43 @@ def jwks_max_age() -> dt.timedelta:
     return dt.timedelta(seconds=settings.CIR_JWKS_MAX_AGE)
 
 
-def _fernet() -> Fernet:
+def _fernet_key() -> bytes:
     configured = settings.CIR_KEY_ENCRYPTION_KEY
     if configured:
-        return Fernet(configured.encode() if isinstance(configured, str) else configured)
+        return configured.encode() if isinstance(configured, str) else configured
     # Development only (settings refuse DEBUG=0 without a key): derive one from SECRET_KEY.
     derived = hashlib.sha256(("cir-dev-key-encryption:" + settings.SECRET_KEY).encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(derived))
+    return base64.urlsafe_b64encode(derived)
+
+
+def _fernet() -> Fernet:
+    return Fernet(_fernet_key())
 
 
 def _encrypt(key: crypto.PrivateKey) -> bytes:
     return _fernet().encrypt(crypto.private_pem(key))
 
 
+# Decrypted private keys by (ciphertext, encryption key): each signature would otherwise pay a Fernet
+# decryption and a PEM parse. A stored ciphertext never changes, and a deleted key is never asked for.
+_DECRYPTED: dict[tuple[bytes, bytes], crypto.PrivateKey] = {}
+_DECRYPTED_MAX = 64
+
+
 def private_key(node_key: NodeKey) -> crypto.PrivateKey:
+    memo_key = (bytes(node_key.private_key_encrypted), _fernet_key())
+    found = _DECRYPTED.get(memo_key)
+    if found is not None:
+        return found
     try:
-        return crypto.load_private_pem(_fernet().decrypt(bytes(node_key.private_key_encrypted)))
+        key = crypto.load_private_pem(Fernet(memo_key[1]).decrypt(memo_key[0]))
     except InvalidToken as exc:
         raise RuntimeError("cannot decrypt node keys: CIR_KEY_ENCRYPTION_KEY is not the key they were "
                            "encrypted with") from exc
+    if len(_DECRYPTED) >= _DECRYPTED_MAX:
+        _DECRYPTED.clear()
+    _DECRYPTED[memo_key] = key
+    return key
 
 
 def create_key(purpose: str, *, alg: str | None = None, activates_at: dt.datetime | None = None,
@@ -81,7 +100,50 @@ def create_key(purpose: str, *, alg: str | None = None, activates_at: dt.datetim
             created_at=now, activates_at=activates_at or now)
         audit.record(actor=actor, action="key.created", target_type="node_key", target_key=node_key.kid,
                      data={"purpose": purpose, "alg": alg, "activates_at": node_key.activates_at.isoformat()})
+    forget_cached_keys()
     return node_key
+
+
+# The hot paths (``signing_key`` and ``verification_keys``, on every token issued or checked) keep each
+# purpose's keys as read outside a transaction (committed rows) for a few seconds per process. That is
+# safe because of the timeline above: a new key is published at least one JWKS max-age before it signs
+# (the cache lives less than that), the node's first key is never served from an empty cache, superseded
+# and unpublished states are computed from the rows and the clock exactly as ``_refresh_lifecycle``
+# would, and a token naming a kid the cache lacks reloads the rows. Writes in this process forget it.
+KEY_CACHE_SECONDS = 30.0
+_cached_keys: dict[str, tuple[float, list[NodeKey]]] = {}
+
+
+def forget_cached_keys() -> None:
+    _cached_keys.clear()
+
+
+def _purpose_keys(purpose: str, now: dt.datetime, *, cacheable: bool) -> list[NodeKey]:
+    """The purpose's keys newest first: from the per-process cache when it may be used and is fresh."""
+    cacheable = cacheable and not connection.in_atomic_block
+    if cacheable:
+        found = _cached_keys.get(purpose)
+        if found is not None and time.monotonic() - found[0] < min(KEY_CACHE_SECONDS, settings.CIR_JWKS_MAX_AGE):
+            return found[1]
+    keys = _refresh_lifecycle(purpose, now)
+    if cacheable and keys:
+        _cached_keys[purpose] = (time.monotonic(), keys)
+    return keys
+
+
+def _published_now(purpose: str, keys: list[NodeKey], now: dt.datetime) -> list[NodeKey]:
+    """Of ``keys`` (newest first), those verifiers should know at ``now``: what ``_refresh_lifecycle``
+    would leave published, computed without writing."""
+    newest_active = next((k for k in keys if k.activates_at <= now), None)
+    result = []
+    for key in keys:
+        unpublish_at = key.unpublish_at
+        if unpublish_at is None and newest_active is not None and key is not newest_active \
+                and key.activates_at <= now:
+            unpublish_at = newest_active.activates_at + TOKEN_LIFETIME[purpose] + dt.timedelta(seconds=60)
+        if unpublish_at is None or unpublish_at > now:
+            result.append(key)
+    return result
 
 
 def _refresh_lifecycle(purpose: str, now: dt.datetime) -> list[NodeKey]:
@@ -99,8 +161,9 @@ def _refresh_lifecycle(purpose: str, now: dt.datetime) -> list[NodeKey]:
 
 def signing_key(purpose: str, *, now: dt.datetime | None = None) -> tuple[NodeKey, crypto.PrivateKey]:
     """The key to sign with now; creates the node's first key of this purpose if there is none."""
+    cacheable = now is None
     now = now or timezone.now()
-    keys = _refresh_lifecycle(purpose, now)
+    keys = _purpose_keys(purpose, now, cacheable=cacheable)
     active = next((k for k in keys if k.activates_at <= now), None)
     if active is None:
         with transaction.atomic():
@@ -117,9 +180,7 @@ def published(purposes: tuple[str, ...] = API_PURPOSES, *, now: dt.datetime | No
     now = now or timezone.now()
     result = []
     for purpose in purposes:
-        for key in _refresh_lifecycle(purpose, now):
-            if key.unpublish_at is None or key.unpublish_at > now:
-                result.append(key)
+        result.extend(_published_now(purpose, _refresh_lifecycle(purpose, now), now))
     return result
 
 
@@ -141,8 +202,20 @@ def published_jwk(key: NodeKey) -> dict[str, Any]:
 
 def verification_keys(purpose: str, *, now: dt.datetime | None = None):
     """A ``tokens.KeyLookup`` over this node's published keys of one purpose."""
-    jwks = [k.public_jwk for k in published((purpose,), now=now)]
-    return lambda kid: jwks
+    cacheable = now is None
+    now = now or timezone.now()
+    jwks = [k.public_jwk for k in _published_now(purpose, _purpose_keys(purpose, now, cacheable=cacheable), now)]
+    if not cacheable:
+        return lambda kid: jwks
+
+    def lookup(kid: str | None) -> list[dict[str, Any]]:
+        if kid is None or any(jwk.get("kid") == kid for jwk in jwks):
+            return jwks
+        # A kid this process has not seen: a key published since the cache was filled, or a bad token.
+        _cached_keys.pop(purpose, None)
+        return [k.public_jwk for k in _published_now(purpose, _purpose_keys(purpose, now, cacheable=True), now)]
+
+    return lookup
 
 
 def rotate(purpose: str, *, now: dt.datetime | None = None, force: bool = False,
@@ -173,6 +246,7 @@ def prune(*, now: dt.datetime | None = None) -> int:
             doomed.delete()
             for kid in kids:
                 audit.record(actor="system", action="key.removed", target_type="node_key", target_key=kid)
+        forget_cached_keys()
     return len(kids)
 
 

@@ -130,3 +130,15 @@ class ProviderCredential(models.Model):
 
     def __str__(self) -> str:
         return f"credential {self.jti[:8]}… of {self.provider.prefix} ({self.status})"
+
+
+class SeenJti(models.Model):
+    """A single-use ``jti`` this node has accepted (client assertions, DPoP proofs; CONTRACT §5), kept
+    until the token could no longer verify. Used when the shared cache is the database (the default);
+    with ``CIR_CACHE_URL=redis://...`` the cache holds them instead (``identity.replay``)."""
+
+    digest = models.CharField(max_length=64, primary_key=True, help_text="SHA-256 of the token kind and jti.")
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"jti {self.digest[:12]}… until {self.expires_at:%Y-%m-%d %H:%M:%S}"

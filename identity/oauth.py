@@ -16,7 +16,7 @@ from django.utils.module_loading import import_string
 
 from core import audit
 from registry import identifiers
-from registry.models import Provider
+from registry.models import Platform, Provider
 from registry.services import this_node
 
 from . import credentials, keys, replay, tokens
@@ -63,8 +63,8 @@ class _ClientRecord:
     provider_id: int | None
 
 
-def token_endpoint_url() -> str:
-    return this_node().entity_id + "/oauth/token"
+def token_endpoint_url(node: Platform | None = None) -> str:
+    return (node or this_node()).entity_id + "/oauth/token"
 
 
 def _find_client(client_id: str) -> _ClientRecord | None:
@@ -129,7 +129,7 @@ def issue_token(form: Mapping[str, str]) -> dict[str, Any]:
     node = this_node()
     try:
         tokens.verify(assertion, tokens.CLIENT_ASSERTION, keys=lambda kid: client.jwks,
-                      audiences=[token_endpoint_url(), node.entity_id], issuer=client_id,
+                      audiences=[token_endpoint_url(node), node.entity_id], issuer=client_id,
                       replay=replay.remember_once)
     except tokens.TokenError as exc:
         raise OAuthError("invalid_client", f"client assertion rejected: {exc}", 401) from exc

@@ -6,7 +6,7 @@ from celery import shared_task
 
 from core import idempotency
 
-from . import credentials, keys, statuslists
+from . import credentials, keys, replay, statuslists
 
 
 @shared_task(autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
@@ -29,3 +29,8 @@ def refresh_status_lists() -> int:
 @shared_task
 def purge_idempotency_records() -> int:
     return idempotency.purge_expired()
+
+
+@shared_task
+def purge_seen_jtis() -> int:
+    return replay.purge_expired()

@@ -5,12 +5,14 @@ commands all call these; nothing else writes the catalog.
 
 from __future__ import annotations
 
+import copy
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from core import audit, outbox
@@ -53,12 +55,30 @@ def _check_version(current: int, expected: int | None) -> None:
                                f"the object is at version {current}, not {expected}", status=412)
 
 
+# This node's own record is written once (``node_init`` refuses any change), so each process keeps the
+# copy it read outside a transaction (committed) for a while instead of reading it on every request.
+# Reads inside a transaction neither use nor fill it. ``forget_this_node`` empties it (tests, node_init).
+THIS_NODE_CACHE_SECONDS = 60.0
+_this_node: tuple[float, Platform] | None = None
+
+
 def this_node() -> Platform:
+    global _this_node
+    cacheable = not connection.in_atomic_block
+    if cacheable and _this_node is not None and time.monotonic() - _this_node[0] < THIS_NODE_CACHE_SECONDS:
+        return copy.copy(_this_node[1])
     node = Platform.objects.filter(is_self=True).first()
     if node is None:
         raise ApplicationError(error_codes.NODE_NOT_INITIALIZED,
                                "this node has not been initialised (run cir_node_init)", status=409)
+    if cacheable:
+        _this_node = (time.monotonic(), copy.copy(node))
     return node
+
+
+def forget_this_node() -> None:
+    global _this_node
+    _this_node = None
 
 
 # Node ---------------------------------------------------------------------------------------------
@@ -102,6 +122,7 @@ def node_init(*, role: str, code: str | None, entity_id: str, actor: str = "syst
         node.save()
         audit.record(actor=actor, action="node.initialised", target_type="platform", target_key=prefix,
                      data={"role": role, "entity_id": entity_id})
+    forget_this_node()
     return node, True
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import rfc8785
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -17,8 +18,8 @@ from core import audit
 from core.errors import ApplicationError
 from identity import crypto, keys, replay, tokens
 from identity.models import Purpose
-from registry import identifiers, selectors
-from registry.models import Provider, Resource, Source
+from registry import identifiers
+from registry.models import Downtime, Provider, Resource, Source
 from registry.services import this_node
 
 from .kit import normalize_url
@@ -88,12 +89,18 @@ def _parse_body(body: Any) -> tuple[str, Any, str | None]:
     return body["ucri"], job, endpoint
 
 
-def _available(resource: Resource) -> bool:
-    if resource.status != Resource.Status.ACTIVE:
-        return False
+def _with_availability(ucri: str) -> Resource | None:
+    """The resource with its provider and site, and ``in_downtime``: whether a downtime of its own or of
+    its site is under way (the ongoing part of ``selectors.current_downtimes``), in one query."""
     now = timezone.now()
-    ongoing = [d for d in selectors.current_downtimes([resource]).get(resource.pk, []) if d.start <= now]
-    return not ongoing
+    ongoing = Downtime.objects.filter(Q(resource_id=OuterRef("pk")) | Q(site_id=OuterRef("site_id")),
+                                      start__lte=now, end__gt=now)
+    return (Resource.objects.select_related("provider", "site").annotate(in_downtime=Exists(ongoing))
+            .filter(ucri=ucri).first())
+
+
+def _available(resource: Resource) -> bool:
+    return resource.status == Resource.Status.ACTIVE and not resource.in_downtime
 
 
 def request_handoff(*, client_id: str, body: Any, access_token: str, proof: str | None, method: str,
@@ -105,7 +112,7 @@ def request_handoff(*, client_id: str, body: Any, access_token: str, proof: str 
         ucri = identifiers.canonicalize(text)
     except identifiers.UCRIError as exc:
         raise ApplicationError(exc.code, str(exc)) from exc
-    resource = Resource.objects.select_related("provider", "site").filter(ucri=ucri).first()
+    resource = _with_availability(ucri)
     if resource is None:
         raise ApplicationError("ucri_unknown", f"no resource is registered here as {ucri}", status=404)
     if not _available(resource):
@@ -131,9 +138,9 @@ def request_handoff(*, client_id: str, body: Any, access_token: str, proof: str 
     claims = {"iss": this_node().entity_id, "aud": handoff.provider_prefix, "sub": client_id,
               "handoff_id": str(handoff.id), "ucri": ucri, "endpoint": endpoint, "job_sha256": handoff.job_sha256,
               "cnf": {"jkt": jkt}, "jti": handoff.ticket_jti, "iat": issued, "exp": issued + lifetime}
+    ticket = keys.sign(Purpose.HANDOFF, claims, typ="handoff+jwt").token  # before the transaction: it holds locks
     with transaction.atomic():
         handoff.save(force_insert=True)
-        ticket = keys.sign(Purpose.HANDOFF, claims, typ="handoff+jwt", now=now).token
         audit.record(actor=f"client:{client_id}", action="handoff.issued", target_type="handoff",
                      target_key=str(handoff.id), data={"ucri": ucri, "endpoint": endpoint,
                                                         "job_sha256": handoff.job_sha256, "jkt": jkt})

@@ -2,6 +2,8 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from identity import keys
+from registry import services
 from tests.support import auth, factories
 
 
@@ -14,7 +16,12 @@ def _clear_cache(request):
     if marker or transactional or "db" in request.fixturenames:
         request.getfixturevalue("transactional_db" if transactional else "db")
         cache.clear()
+    # Per-process copies of committed rows (this node, its keys) must not outlive the test's database.
+    services.forget_this_node()
+    keys.forget_cached_keys()
     yield
+    services.forget_this_node()
+    keys.forget_cached_keys()
 
 
 @pytest.fixture

@@ -149,6 +149,20 @@ def test_resource_not_active_or_in_downtime_is_409(scheduler, resource):
     assert scheduler.request({"ucri": resource.ucri, "job": JOB}).json()["code"] == "resource_unavailable"
 
 
+def test_only_a_downtime_under_way_makes_the_resource_unavailable(scheduler, resource):
+    now = timezone.now()
+    announced = registry_services.downtime_create(provider=resource.provider, data={
+        "resource": resource.ucri, "start": now + dt.timedelta(hours=1), "end": now + dt.timedelta(hours=2),
+        "classification": "scheduled", "reason": "maintenance"})
+    assert scheduler.request({"ucri": resource.ucri, "job": JOB}).status_code == 201
+    registry_services.downtime_create(provider=resource.provider, data={
+        "resource": resource.ucri, "start": now - dt.timedelta(minutes=1), "end": now + dt.timedelta(hours=1),
+        "classification": "unscheduled", "reason": "cooling"})
+    response = scheduler.request({"ucri": resource.ucri, "job": JOB})
+    assert response.status_code == 409 and response.json()["code"] == "resource_unavailable"
+    assert announced.resource_id == resource.pk
+
+
 @pytest.mark.parametrize("status", ["revoked", "suspended", "expired"])
 def test_provider_credential_must_be_valid(scheduler, provider, resource, status):
     if status == "expired":
