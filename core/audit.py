@@ -11,7 +11,7 @@ import hashlib
 from typing import Any
 
 import rfc8785
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from . import sequences
@@ -19,6 +19,10 @@ from .models import AuditEntry
 
 SEQUENCE = "audit"
 GENESIS_HASH = "0" * 64
+_TABLE = AuditEntry._meta.db_table
+_PREVIOUS_HASH = f"SELECT hash FROM {_TABLE} WHERE seq = %s"  # noqa: S608
+_INSERT = (f"INSERT INTO {_TABLE} (seq, at, actor, action, target_type, target_key, data, prev_hash, hash) "  # noqa: S608
+           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id")
 
 
 def _entry_hash(*, seq: int, at: str, actor: str, action: str, target_type: str, target_key: str,
@@ -39,17 +43,25 @@ def record(*, actor: str, action: str, target_type: str = "", target_key: str = 
     """Append one event. Joins the caller's transaction so the event commits with the change."""
     data = data or {}
     # No savepoint of its own inside the caller's transaction: a failure here fails the caller's change too.
-    with transaction.atomic(savepoint=False):
+    # From the counter draw to the commit every other writer of the log waits, so the two statements in
+    # between are fixed SQL rather than ORM queries compiled while the lock is held.
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         seq = sequences.take(SEQUENCE)  # row lock: entries are chained in commit order
-        prev = AuditEntry.objects.filter(seq=seq - 1).values_list("hash", flat=True).first()
-        prev_hash = prev or GENESIS_HASH
+        cursor.execute(_PREVIOUS_HASH, [seq - 1])
+        prev = cursor.fetchone()
+        prev_hash = prev[0] if prev else GENESIS_HASH
         at = timezone.now()
         entry_hash = _entry_hash(seq=seq, at=_timestamp(at), actor=actor, action=action,
                                  target_type=target_type, target_key=target_key, data=data,
                                  prev_hash=prev_hash)
-        return AuditEntry.objects.create(seq=seq, at=at, actor=actor, action=action,
-                                         target_type=target_type, target_key=target_key, data=data,
-                                         prev_hash=prev_hash, hash=entry_hash)
+        entry = AuditEntry(seq=seq, at=at, actor=actor, action=action, target_type=target_type,
+                           target_key=target_key, data=data, prev_hash=prev_hash, hash=entry_hash)
+        cursor.execute(_INSERT, [seq, connection.ops.adapt_datetimefield_value(at), actor, action, target_type,
+                                 target_key, AuditEntry._meta.get_field("data").get_db_prep_save(data, connection),
+                                 prev_hash, entry_hash])
+        entry.pk = cursor.fetchone()[0]
+    entry._state.adding, entry._state.db = False, connection.alias
+    return entry
 
 
 def entry_hash(entry: AuditEntry) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -67,10 +68,25 @@ def token_endpoint_url(node: Platform | None = None) -> str:
     return (node or this_node()).entity_id + "/oauth/token"
 
 
+# The registered-client lookups run on every token request and every authenticated API call: fixed
+# statements, so the ORM does not compile them each time (that cost more than the database's answer).
+_CLIENT_TABLE = Client._meta.db_table
+_ACTIVE_CLIENT = (f"SELECT client_id, jwks, scopes, provider_id FROM {_CLIENT_TABLE} "  # noqa: S608
+                  "WHERE client_id = %s AND is_active")
+_CLIENT_STATE = f"SELECT provider_id, is_active FROM {_CLIENT_TABLE} WHERE client_id = %s"  # noqa: S608
+
+
+def _fetch_one(sql: str, params: list[Any]) -> tuple | None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
 def _find_client(client_id: str) -> _ClientRecord | None:
-    client = Client.objects.filter(client_id=client_id, is_active=True).first()
-    if client is not None:
-        return _ClientRecord(client.client_id, list(client.jwks), frozenset(client.scope_set), client.provider_id)
+    row = _fetch_one(_ACTIVE_CLIENT, [client_id])
+    if row is not None:
+        jwks = Client._meta.get_field("jwks").from_db_value(row[1], None, connection)
+        return _ClientRecord(row[0], list(jwks), frozenset(row[2].split()), row[3])
     try:
         prefix = identifiers.normalize_prefix(client_id)
     except identifiers.UCRIError:
@@ -159,11 +175,11 @@ def authenticate_access_token(token: str) -> Principal:
     client_id, scope = claims.get("client_id"), claims.get("scope", "")
     if not isinstance(client_id, str) or claims.get("sub") != client_id or not isinstance(scope, str):
         raise tokens.TokenError("invalid_claim", "the access token lacks client_id/sub/scope")
-    client = Client.objects.filter(client_id=client_id).only("provider_id", "is_active").first()
+    client = _fetch_one(_CLIENT_STATE, [client_id])
     if client is not None:
-        if not client.is_active:
+        if not client[1]:
             raise tokens.TokenError("revoked", "the client has been deactivated")
-        provider_id = client.provider_id
+        provider_id = client[0]
     else:
         provider_id = Provider.objects.filter(prefix=client_id).values_list("pk", flat=True).first()
     return Principal(client_id, frozenset(scope.split()), provider_id, claims)

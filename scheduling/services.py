@@ -90,13 +90,13 @@ def _parse_body(body: Any) -> tuple[str, Any, str | None]:
 
 
 def _with_availability(ucri: str) -> Resource | None:
-    """The resource with its provider and site, and ``in_downtime``: whether a downtime of its own or of
+    """The resource with its provider, and ``in_downtime``: whether a downtime of its own or of
     its site is under way (the ongoing part of ``selectors.current_downtimes``), in one query."""
     now = timezone.now()
     ongoing = Downtime.objects.filter(Q(resource_id=OuterRef("pk")) | Q(site_id=OuterRef("site_id")),
                                       start__lte=now, end__gt=now)
-    return (Resource.objects.select_related("provider", "site").annotate(in_downtime=Exists(ongoing))
-            .filter(ucri=ucri).first())
+    found = Resource.objects.select_related("provider").annotate(in_downtime=Exists(ongoing)).filter(ucri=ucri)
+    return next(iter(found[:1]), None)  # ucri is unique: no ORDER BY to compile
 
 
 def _available(resource: Resource) -> bool:
