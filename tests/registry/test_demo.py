@@ -142,3 +142,24 @@ def test_plain_output_is_a_short_summary(node):
     out = StringIO()
     call_command("cir_demo", "--seed", "7", "--resources", "20", stdout=out, stderr=StringIO())
     assert "20 resources" in out.getvalue()
+
+
+def test_demo_load_prints_valid_reports_for_one_providers_active_resources(node):
+    from registry.reporter import parse_lines
+
+    run_demo("--seed", "5", "--resources", "80")
+    provider = Provider.objects.order_by("prefix").first()
+    out = StringIO()
+    call_command("cir_demo_load", "--prefix", provider.prefix, "--share", "1", stdout=out)
+    reports = list(parse_lines(out.getvalue().splitlines(), valid_for=60))
+    active = {r.ucri: r for r in Resource.objects.filter(provider=provider, status=Resource.Status.ACTIVE)}
+    assert reports and {r["ucri"] for r in reports} == set(active)
+    for report in reports:
+        resource = active[report["ucri"]]
+        capacity = resource.node_count if resource.price_unit == "node" else resource.accelerator_count
+        assert 0 <= report["available_units"] <= capacity
+
+
+def test_demo_load_refuses_an_unknown_prefix(db):
+    with pytest.raises(CommandError, match="no provider"):
+        call_command("cir_demo_load", "--prefix", "86.99.NOPE")
