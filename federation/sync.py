@@ -14,6 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +78,7 @@ MAX_SEQ = 2**63 - 1
 TRANSPORT_FAILURES = frozenset({"unreachable", "timeout", "http_error", "unauthorized", "token_rejected"})
 
 
-def verify_page(raw: str, peer: Peer, *, after: int, limit: int = 1000) -> dict[str, Any]:
+def verify_page(raw: str, peer: Peer | _PeerView, *, after: int, limit: int = 1000) -> dict[str, Any]:
     """Signature (the peer's pinned federation keys), typ, times, and the page's own consistency."""
     try:
         claims = tokens.verify(raw, tokens.CHANGE_PAGE, keys=lambda kid: peer.jwks, issuer=peer.entity_id).claims
@@ -234,9 +235,59 @@ def _fail(peer: Peer, report: PullReport, reason: str, detail: str) -> PullRepor
     return report
 
 
+@dataclass(frozen=True)
+class _PeerView:
+    """What ``verify_page`` reads of a peer, for verifying outside the pulling thread."""
+
+    entity_id: str
+    jwks: list[dict[str, Any]]
+    epoch: str
+
+
+class _Ahead:
+    """The next page, fetched and verified in a thread while this one is applied: the origin signs
+    page N+1 and we check its signature while the database writes page N. No database access there;
+    the pull takes the page only if the peer is still where the thread assumed (cursor, epoch, keys),
+    and verifies it again itself otherwise."""
+
+    def __init__(self, pool: ThreadPoolExecutor, endpoint: str, token: str, view: _PeerView, *, after: int,
+                 limit: int) -> None:
+        self.view, self.after, self.limit = view, after, limit
+        self.future: Future[tuple[str, dict[str, Any] | None, PageError | None]] = pool.submit(
+            self._fetch, endpoint, token)
+
+    def _fetch(self, endpoint: str, token: str) -> tuple[str, dict[str, Any] | None, PageError | None]:
+        raw = clients.change_page(endpoint, token, after=self.after, limit=self.limit)
+        try:
+            return raw, verify_page(raw, self.view, after=self.after, limit=self.limit), None
+        except PageError as exc:
+            return raw, None, exc
+
+    def take(self, locked: Peer) -> dict[str, Any] | None:
+        """The verified claims of the page after ``locked.cursor``, or None to fetch it afresh."""
+        if locked.cursor != self.after:
+            self.future.cancel()
+            return None
+        raw, claims, error = self.future.result()  # a failed fetch raises its PeerError here
+        if (locked.entity_id, locked.jwks, locked.epoch) != (self.view.entity_id, self.view.jwks, self.view.epoch):
+            return verify_page(raw, locked, after=locked.cursor, limit=self.limit)
+        if error is not None:
+            raise error
+        return claims
+
+
 def pull(peer: Peer, *, page_size: int = PAGE_SIZE, max_pages: int | None = None,
          on_page: Callable[[PullReport, int], None] | None = None) -> PullReport:
     """Pull pages from ``peer`` until it has no more (or ``max_pages``)."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cir-page-ahead")
+    try:
+        return _pull(peer, pool, page_size=page_size, max_pages=max_pages, on_page=on_page)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _pull(peer: Peer, pool: ThreadPoolExecutor, *, page_size: int, max_pages: int | None,
+          on_page: Callable[[PullReport, int], None] | None) -> PullReport:
     report = PullReport(peer=peer.entity_id, cursor=peer.cursor)
     try:
         chains.refresh_peer(peer)
@@ -245,6 +296,7 @@ def pull(peer: Peer, *, page_size: int = PAGE_SIZE, max_pages: int | None = None
     peer.refresh_from_db()
     verify_credential = chains.credential_verifier()
     epoch_resets = token_retries = 0
+    ahead: _Ahead | None = None
     while max_pages is None or report.pages < max_pages:
         try:
             with transaction.atomic():
@@ -253,9 +305,11 @@ def pull(peer: Peer, *, page_size: int = PAGE_SIZE, max_pages: int | None = None
                     report.busy = True  # another worker is pulling this peer
                     return report
                 token = _token(locked.metadata["token_endpoint"], "federation:sync")
-                raw = clients.change_page(locked.metadata["change_feed_endpoint"], token, after=locked.cursor,
-                                          limit=page_size)
-                claims = verify_page(raw, locked, after=locked.cursor, limit=page_size)
+                claims, ahead = (ahead.take(locked) if ahead is not None else None), None
+                if claims is None:
+                    raw = clients.change_page(locked.metadata["change_feed_endpoint"], token, after=locked.cursor,
+                                              limit=page_size)
+                    claims = verify_page(raw, locked, after=locked.cursor, limit=page_size)
                 if locked.epoch and claims["epoch"] != locked.epoch:
                     # The origin's history restarted: re-read from 0 (idempotent), once per pull.
                     epoch_resets += 1
@@ -266,6 +320,10 @@ def pull(peer: Peer, *, page_size: int = PAGE_SIZE, max_pages: int | None = None
                     locked.epoch, locked.cursor = claims["epoch"], 0
                     locked.save(update_fields=["epoch", "cursor"])
                     continue
+                if claims["has_more"] and (max_pages is None or report.pages + 1 < max_pages):
+                    view = _PeerView(locked.entity_id, locked.jwks, claims["epoch"])
+                    ahead = _Ahead(pool, locked.metadata["change_feed_endpoint"], token, view, after=claims["next"],
+                                   limit=page_size)
                 apply_page(locked, claims, report, verify_credential)
                 locked.epoch = claims["epoch"]
                 locked.cursor = claims["next"]

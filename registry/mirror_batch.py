@@ -157,16 +157,16 @@ class PageStore(mirror.Store):
             query = query.select_for_update()
         return {getattr(row, attribute): row for row in query.order_by("pk")}
 
-    # Lookups hand out copies: an applier changes what it gets before it knows whether the change
-    # holds, and a refused change must leave the run's rows as they were.
+    # A locked lookup hands out a copy: the applier changes it before it knows whether the change
+    # holds, and a refused change must leave the run's rows as they were. Other lookups only read.
 
     def provider(self, prefix: Any, *, lock: bool = False) -> Provider | None:
         held = self.providers.get(_prefix_key(prefix))
-        return copy.copy(held) if held is not None else None
+        return copy.copy(held) if lock and held is not None else held
 
     def site(self, site_id: uuid.UUID, *, lock: bool = False) -> Site | None:
         held = self.sites.get(site_id)
-        return copy.copy(held) if held is not None else None
+        return copy.copy(held) if lock and held is not None else held
 
     def resource(self, ucri: str) -> Resource | None:
         held = self.resources.get(ucri)

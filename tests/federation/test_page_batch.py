@@ -243,3 +243,52 @@ def test_a_crash_before_the_page_commits_leaves_nothing(peer, monkeypatch):
     crashing.clear()
     assert pull(peer).applied == 3
     assert seqs() == [1, 2, 3]
+
+
+def test_pages_fetched_ahead_follow_the_cursor(peer):
+    """The next page is fetched while one is applied; it is the one asked for, and a failure fetching
+    it fails the pull after the pages already committed, like any failed fetch."""
+    site_id = provider_and_site(peer)
+
+    def add_resources(n: int) -> None:
+        for _ in range(n):
+            ucri = identifiers.mint(GZ01)
+            peer.add("resource", ucri, resource_record(ucri, GZ01, site_id), version=1)
+
+    def asked_after() -> list[int]:
+        return [int(p.split("after=")[1].split("&")[0]) for p in peer.requests_seen
+                if p.startswith("/federation/changes")]
+
+    add_resources(5)
+    report = pull(peer, page_size=2)
+    assert (report.applied, report.pages, report.error) == (7, 4, None)
+    assert asked_after() == [0, 2, 4, 6]
+    assert seqs() == list(range(1, 8))
+
+    add_resources(4)  # seq 8..11
+    peer.page_override = lambda after, limit: (500, "text/plain", b"boom") if after >= 9 else peer.page(after, limit)
+    report = pull(peer, page_size=2)
+    assert report.applied == 2 and report.error.startswith("http_error")
+    assert Peer.objects.get(entity_id=peer.url).cursor == 9
+    peer.page_override = None
+    peer.requests_seen.clear()
+    report = pull(peer, page_size=2, max_pages=1)
+    assert (report.applied, report.pages) == (2, 1)
+    assert asked_after() == [9]  # nothing fetched ahead of the last page it may take
+    assert Peer.objects.get(entity_id=peer.url).cursor == 11 and seqs() == list(range(1, 12))
+
+
+def test_a_forged_page_fetched_ahead_is_refused_when_its_turn_comes(peer):
+    from identity import crypto
+
+    site_id = provider_and_site(peer)
+    for _ in range(3):
+        ucri = identifiers.mint(GZ01)
+        peer.add("resource", ucri, resource_record(ucri, GZ01, site_id), version=1)
+    impostor = crypto.generate_private_key()
+    peer.page_override = lambda after, limit: peer.page(after, limit, key=impostor if after >= 2 else None)
+    report = pull(peer, page_size=2)
+    assert (report.applied, report.pages) == (2, 1)
+    assert report.error.startswith("page_invalid_signature") or report.error.startswith("page_unknown_key")
+    assert violations(peer) == [(None, report.error.split(":")[0])]
+    assert Peer.objects.get(entity_id=peer.url).cursor == 2 and seqs() == [1, 2]
