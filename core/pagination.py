@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,8 +84,12 @@ def _decode(ordering: Ordering, token: str, model) -> list[Any]:
         try:
             if "\x00" in value:
                 raise ValidationError("NUL")
-            typed.append(key.parse(value) if key.parse else model._meta.get_field(key.field).to_python(value))
-        except (ValidationError, ValueError, TypeError) as exc:
+            value.encode("utf-8")  # a lone surrogate cannot reach the database
+            parsed = key.parse(value) if key.parse else model._meta.get_field(key.field).to_python(value)
+            if isinstance(parsed, dt.datetime) and parsed.tzinfo is not None:
+                parsed = parsed.astimezone(dt.UTC)  # out-of-range instants fail here, not in the driver
+            typed.append(parsed)
+        except (ValidationError, ValueError, TypeError, OverflowError) as exc:
             raise _invalid_cursor() from exc
     return typed
 

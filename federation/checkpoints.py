@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 TYP = "audit-checkpoint+jwt"
 AUDIT_LOG_CHANGED = "audit_log_changed"  # error code: the log no longer holds the last signed head
-_HEAD = re.compile(r"^[0-9a-f]{64}$")
+_HEAD = re.compile(r"^[0-9a-f]{64}\Z")
 MAX_PROBLEMS = 20  # listed in a report; the count is unbounded
 
 

@@ -31,7 +31,7 @@ from . import chains, clients
 from .models import Peer, PeerCheckpoint, Violation
 
 log = logging.getLogger(__name__)
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}\Z")
 PAGE_SIZE = getattr(settings, "CIR_SYNC_PAGE_SIZE", 500)
 OPS = ("upsert", "retire")
 _token_cache: dict[tuple[str, str], tuple[str, float]] = {}

@@ -27,7 +27,7 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SCOPES = ("resources:read", "resources:write", "handoff:request", "handoff:ack", "federation:sync",
           "federation:notify", "metrics:read")
 PROVIDER_SCOPES = ("resources:read", "handoff:ack", "resources:write")
-CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
 
 
 class OAuthError(Exception):

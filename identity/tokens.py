@@ -21,7 +21,7 @@ from jwt.utils import base64url_decode, base64url_encode
 from . import crypto
 
 LEEWAY = 60  # seconds, for exp, nbf and iat (CONTRACT §5)
-_SEGMENT = re.compile(r"^[A-Za-z0-9_-]*$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9_-]*\Z")
 _KNOWN_ALGORITHMS = crypto.ALGORITHMS
 
 

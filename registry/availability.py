@@ -24,7 +24,7 @@ VALID_FOR = (10, 3600)
 FUTURE_LEEWAY = dt.timedelta(seconds=60)
 MAX_AGE = dt.timedelta(days=1)  # older reports are history, not availability (and ancient dates break readers)
 MAX_UNITS = 2**31 - 1
-RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$")
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})\Z")
 REPORT_MEMBERS = frozenset({"ucri", "available_units", "queued_jobs", "observed_at", "valid_for"})
 
 # One statement per batch; a report older than the one held changes nothing (the WHERE).

@@ -30,7 +30,7 @@ ORDERINGS: dict[str, Ordering] = {
 PAGINATION_PARAMETERS = frozenset({"cursor", "limit"})
 
 
-ASCII_NUMBER = re.compile(r"^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+ASCII_NUMBER = re.compile(r"^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?\Z")
 
 
 class AsciiDecimalField(forms.DecimalField):

@@ -21,9 +21,10 @@ BODY_LENGTH = 12
 MAX_SEGMENTS = 8
 
 _SEGMENT = r"[0-9A-Z]{1,8}"
-_PREFIX_RE = re.compile(rf"^86(?:\.{_SEGMENT}){{1,{MAX_SEGMENTS}}}$")
-_SEGMENT_RE = re.compile(rf"^{_SEGMENT}$")
-_REST_RE = re.compile(r"^[0-9A-Z-]+$")
+# Matched with fullmatch: ``$`` would also accept a trailing newline.
+_PREFIX_RE = re.compile(rf"86(?:\.{_SEGMENT}){{1,{MAX_SEGMENTS}}}")
+_SEGMENT_RE = re.compile(_SEGMENT)
+_REST_RE = re.compile(r"[0-9A-Z-]+")
 _BODY_ALIASES = str.maketrans({"I": "1", "L": "1", "O": "0"})
 _CROCKFORD_SET = frozenset(CROCKFORD)
 _VALUES = {ch: i for i, ch in enumerate(ISO7064_ALPHABET)}
@@ -79,7 +80,7 @@ def _checked_chars(prefix: str, body: str) -> str:
 # Prefixes ------------------------------------------------------------------------------------------
 
 def is_prefix(text: str) -> bool:
-    return bool(_PREFIX_RE.match(text))
+    return bool(_PREFIX_RE.fullmatch(text))
 
 
 def normalize_prefix(text: str) -> str:
@@ -91,7 +92,7 @@ def normalize_prefix(text: str) -> str:
 
 
 def is_segment(text: str) -> bool:
-    return bool(_SEGMENT_RE.match(text))
+    return bool(_SEGMENT_RE.fullmatch(text))
 
 
 def child_prefix(parent: str, code: str) -> str:
@@ -117,7 +118,7 @@ def parse(text: str) -> UCRI:
     prefix, slash, rest = candidate.partition("/")
     if not slash or not is_prefix(prefix):
         raise UCRIError("ucri_malformed", f"{text!r} does not start with a UCRI prefix and '/'")
-    if not _REST_RE.match(rest) or rest.endswith("-"):
+    if not _REST_RE.fullmatch(rest) or rest.endswith("-"):
         raise UCRIError("ucri_malformed", f"{text!r} has characters outside the UCRI alphabet")
     compact = rest.replace("-", "")
     if len(compact) != BODY_LENGTH + 1:

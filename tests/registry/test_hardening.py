@@ -139,3 +139,62 @@ def test_a_garbage_key_encryption_key_is_refused_at_start(monkeypatch):
     env.pop("CIR_KEY_ENCRYPTION_KEY")
     result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode != 0 and "CIR_KEY_ENCRYPTION_KEY is required" in result.stderr
+
+
+# A trailing newline slipped past patterns anchored with ``$`` (found by review): 500 on resolve.
+def test_a_newline_inside_a_ucri_is_a_400_in_the_batch_resolve(api, resource):
+    prefix, body = resource.ucri.split("/")
+    response = api.post("/api/v1/resolve", {"ucris": [f"{prefix}\n/{body}"]}, format="json")
+    assert response.status_code == 200
+    assert response.json()["results"][f"{prefix}\n/{body}"]["code"] == "ucri_malformed"
+
+
+def test_a_newline_inside_a_ucri_is_a_400_page(client, resource):
+    prefix, body = resource.ucri.split("/")
+    response = client.get("/", {"q": f"{prefix}\n/{body}"})
+    assert response.status_code == 400
+
+
+def test_a_prefix_with_a_newline_is_not_a_prefix():
+    from registry import identifiers
+
+    assert not identifiers.is_prefix("86.52\n")
+    with pytest.raises(identifiers.UCRIError):
+        identifiers.canonicalize("86.52\n/7ZK3M9Q2AB4C-L")
+
+
+@pytest.mark.parametrize("pattern, sample", [
+    ("registry.identifiers._PREFIX_RE", "86.52"),
+    ("registry.filters.ASCII_NUMBER", "1.5"),
+    ("registry.api.serializers.RFC3339", "2026-01-01T00:00:00Z"),
+    ("registry.availability.RFC3339", "2026-01-01T00:00:00Z"),
+    ("identity.oauth.CLIENT_ID", "scheduler-1"),
+    ("federation.sync._SHA256_HEX", "a" * 64),
+    ("federation.checkpoints._HEAD", "a" * 64),
+])
+def test_validation_patterns_match_the_whole_text(pattern, sample):
+    import importlib
+
+    module, name = pattern.rsplit(".", 1)
+    regex = getattr(importlib.import_module(module), name)
+    match = regex.fullmatch if regex.pattern[0] != "^" else regex.match
+    assert match(sample) and not match(sample + "\n")
+
+
+def _cursor(payload: dict) -> str:
+    import base64
+
+    raw = json.dumps(payload).encode()  # keeps \ud800 as an escape, as a forger would send it
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("order, values", [
+    ("ucri", ["\ud800"]),
+    ("pue", ["1.2", "\ud800"]),
+    ("updated_at", ["9999-12-31T23:59:59-05:00", "86.52.X/Y"]),
+    ("updated_at", ["0001-01-01T00:00:00+05:00", "86.52.X/Y"]),
+])
+def test_forged_cursors_are_400_not_500(reader, client, resource, order, values):
+    cursor = _cursor({"o": order, "v": values})
+    response = reader.get("/api/v1/resources", {"order": order, "cursor": cursor})
+    assert response.status_code == 400 and response.json()["code"] == "invalid_filter"
