@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from celery import shared_task
+from django.db.models import F
 
 from core.errors import ApplicationError
 
@@ -50,8 +51,14 @@ def refresh_peers() -> int:
             chains.refresh_peer(peer, force=True)
             chains.chain_for(peer.entity_id)
             refreshed += 1
-        except (chains.ChainError, clients.PeerError):
-            continue  # the next pull records the error on the peer
+        except (chains.ChainError, clients.PeerError) as exc:
+            # Recorded on the peer as a pull failure is: a superior is never pulled, so without this its
+            # broken chain would show as "not yet resolved" rather than invalid (federation status page).
+            Peer.objects.filter(pk=peer.pk).update(last_error=f"{exc.reason}: {exc}"[:2000],
+                                                   consecutive_failures=F("consecutive_failures") + 1)
+            continue
+        if peer.relation == Peer.Relation.SUPERIOR and peer.consecutive_failures:
+            Peer.objects.filter(pk=peer.pk).update(last_error="", consecutive_failures=0)
     return refreshed
 
 

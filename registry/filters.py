@@ -46,6 +46,22 @@ class AsciiNumberFilter(django_filters.NumberFilter):
     field_class = AsciiDecimalField
 
 
+class AsciiWholeNumberField(forms.IntegerField):
+    """A count: ASCII digits only (``1.5`` units would silently become 1 otherwise)."""
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        text = str(value).strip()
+        if not (text.isascii() and text.isdigit()):
+            raise forms.ValidationError("a whole number such as 4 is expected", code="invalid")
+        return int(text)
+
+
+class AsciiWholeNumberFilter(django_filters.NumberFilter):
+    field_class = AsciiWholeNumberField
+
+
 class PrefixField(forms.CharField):
     def to_python(self, value):
         value = super().to_python(value)
@@ -77,8 +93,8 @@ class ResourceFilterSet(django_filters.FilterSet):
     max_pue = AsciiNumberFilter(field_name="pue", lookup_expr="lte", min_value=0)
     min_green_ratio = AsciiNumberFilter(field_name="green_ratio", lookup_expr="gte", min_value=0, max_value=1)
     source = django_filters.ChoiceFilter(choices=Source.choices)
-    min_available_units = AsciiNumberFilter(field_name="availability__available_units", lookup_expr="gte",
-                                            min_value=0)
+    min_available_units = AsciiWholeNumberFilter(field_name="availability__available_units", lookup_expr="gte",
+                                                 min_value=0, max_value=2**31 - 1)
     fresh_only = django_filters.ChoiceFilter(choices=[("true", "true"), ("false", "false")], method="filter_fresh")
     include_downtime = django_filters.ChoiceFilter(choices=[("true", "true"), ("false", "false")],
                                                    method="filter_noop")

@@ -1,10 +1,6 @@
-"""What every page's navigation needs to know about the person looking at it."""
+"""Who may see which page (CONTRACT §14 roles)."""
 
 from __future__ import annotations
-
-from typing import Any
-
-from django.http import HttpRequest
 
 from registry import selectors
 
@@ -18,8 +14,3 @@ def can_explore(user) -> bool:
 def can_watch_federation(user) -> bool:
     return bool(user and user.is_authenticated and user.is_active and (
         user.is_superuser or selectors.is_operator(user)))
-
-
-def navigation(request: HttpRequest) -> dict[str, Any]:
-    user = getattr(request, "user", None)
-    return {"nav_can_explore": can_explore(user), "nav_can_watch_federation": can_watch_federation(user)}

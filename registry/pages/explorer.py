@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import get_language, ngettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.cache import never_cache
 
 from core.errors import ApplicationError
 from core.pagination import paginate, parse_limit
@@ -166,6 +167,7 @@ def _rows(resources: list[Resource]) -> list[dict[str, Any]]:
             "availability": shown,
             "free": units_free(resource.price_unit, shown["available_units"]) if shown else "",
             "kind_label": KIND_LABELS.get(resource.kind, resource.kind),
+            "status_label": STATUS_LABELS.get(resource.status, resource.status),
             "unit_label": UNIT_LABELS.get(resource.price_unit, resource.price_unit),
             "hub_name": hub_name(resource.hub),
             "province_name": province_name(resource.province),
@@ -181,6 +183,7 @@ def _problem_response(request: HttpRequest, exc: ApplicationError, params: Mappi
     return render(request, TEMPLATE, context, status=exc.status)
 
 
+@never_cache  # signed-in pages: no shared cache may keep them
 def explorer_page(request: HttpRequest) -> HttpResponse:
     """``GET /explorer``: one page of discovery results with the filter form."""
     refused = _gate(request)

@@ -129,11 +129,8 @@ def _problem(text: str, body: dict[str, Any]) -> dict[str, Any]:
         problem["next_node"] = body["next_node"]
         problem["next_page"] = f"{body['next_node']}/r/{ucri}"
         problem["location"] = body["location"]
-    elif code == error_codes.UCRI_UNKNOWN:
-        superior = Platform.objects.filter(is_superior=True).first()
-        if superior is not None:
-            problem["superior"] = superior.entity_id
-            problem["superior_page"] = f"{superior.entity_id}/r/{ucri}"
+    # ucri_unknown links nowhere else: this node answers "unknown" only inside its own subtree (outside it
+    # refers upward), so its superior would only refer the reader back here.
     elif code == error_codes.UCRI_RETIRED:
         record = body.get("record") or {}
         problem["retired_at"] = _moment(record.get("retired_at") or record.get("updated_at"))

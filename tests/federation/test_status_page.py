@@ -276,3 +276,23 @@ def test_the_page_renders_in_chinese(operator_client, national):
     body = response.content.decode()
     assert response.status_code == 200 and '<html lang="zh-hans">' in body
     assert attribute(cell(peer_section(body, "http://127.0.0.1:8052"), "peer-lag"), "data-lag") == "2"
+
+
+def test_a_superior_whose_chain_fails_to_refresh_shows_invalid(operator_client, national, monkeypatch):
+    from federation import tasks
+
+    superior = Peer.objects.create(entity_id="http://127.0.0.1:8100", relation="superior")
+
+    def broken(peer, force=False):
+        raise chains.ChainError("invalid_signature", "the superior's statement does not verify")
+
+    monkeypatch.setattr(chains, "refresh_peer", broken)
+    tasks.refresh_peers()
+    section = peer_section(operator_client.get(URL).content.decode(), superior.entity_id)
+    assert attribute(cell(section, "peer-chain"), "data-state") == "invalid"
+
+    monkeypatch.setattr(chains, "refresh_peer", lambda peer, force=False: None)
+    monkeypatch.setattr(chains, "chain_for", lambda entity_id: None)
+    tasks.refresh_peers()
+    superior.refresh_from_db()
+    assert superior.consecutive_failures == 0 and superior.last_error == ""

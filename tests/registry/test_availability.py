@@ -153,3 +153,10 @@ def test_a_retired_resource_takes_no_reports(owner):
     _, api, (big, _, _) = owner
     services.resource_retire(resource=big)
     assert post(api, [report(big.ucri, 1)]).status_code == 409
+
+
+@pytest.mark.parametrize("value", ["1.5", "-1", "1e3", "٣", "99999999999"])
+def test_min_available_units_takes_a_whole_number(reader, value):
+    # 1.5 used to be truncated to 1, so resources with 1 unit free matched "at least 1.5".
+    response = reader.get("/api/v1/resources", {"min_available_units": value})
+    assert response.status_code == 400 and response.json()["code"] == "invalid_filter"
