@@ -62,12 +62,14 @@ def test_each_resolver_error_case_explains_itself(federation, visit):
     tab.screenshot("resolver-checksum")
 
     tab.goto(f"{national.url}/r/86.11.AB/not-a-ucri", status=400)
-    assert tab.page.get_attribute("[data-testid=resolve-error]", "data-code").startswith("ucri_")
+    assert tab.page.get_attribute("[data-testid=resolve-error]", "data-code") == "ucri_malformed"
+    assert "cannot be read as a UCRI" in tab.page.inner_text("[data-testid=resolve-error]")
     tab.screenshot("resolver-malformed")
 
     unknown = identifiers.mint("86.44.ZZ9")  # a well-formed UCRI under a prefix nobody holds
     tab.goto(f"{national.url}/r/{unknown}", status=404)
     assert tab.page.get_attribute("[data-testid=resolve-error]", "data-code") == "ucri_unknown"
+    assert "no resource is registered under it here" in tab.page.inner_text("[data-testid=resolve-error]")
     assert tab.page.locator("[data-testid=back-to-search]").count() == 1
     tab.screenshot("resolver-unknown")
 
