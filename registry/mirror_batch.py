@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import operator
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -219,18 +220,24 @@ def _fields(model: type[models.Model], *, with_auto_pk: bool) -> list[models.Fie
             if with_auto_pk or not isinstance(f, models.fields.AutoFieldMixin)]
 
 
-def _row(fields: Sequence[models.Field], obj: models.Model) -> list[Any]:
-    # Values are already what full_clean left (Python types psycopg dumps); JSON goes as its text.
-    return [json.dumps(value) if value is not None and isinstance(field, models.JSONField) else value
-            for field, value in ((f, getattr(obj, f.attname)) for f in fields)]
+def _rows(fields: Sequence[models.Field], objs: Sequence[models.Model]) -> Iterator[list[Any]]:
+    """COPY rows: values as full_clean left them (Python types psycopg dumps); JSON as its text."""
+    values = operator.attrgetter(*(f.attname for f in fields))
+    json_at = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
+    for obj in objs:
+        row = list(values(obj))
+        for i in json_at:
+            if row[i] is not None:
+                row[i] = json.dumps(row[i])
+        yield row
 
 
 def _copy(table: str, fields: Sequence[models.Field], objs: Sequence[models.Model]) -> None:
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     with connection.cursor() as cursor, connection.wrap_database_errors, \
             cursor.copy(f"COPY {connection.ops.quote_name(table)} ({columns}) FROM STDIN") as writer:
-        for obj in objs:
-            writer.write_row(_row(fields, obj))
+        for row in _rows(fields, objs):
+            writer.write_row(row)
 
 
 def insert(model: type[models.Model], objs: Sequence[models.Model]) -> None:
