@@ -145,6 +145,22 @@ class _TargetLookup:
 _find_target = _TargetLookup()
 
 
+@functools.cache
+def _insert_statement() -> tuple[str, tuple]:
+    fields = Handoff._meta.concrete_fields
+    qn = connection.ops.quote_name
+    return (f"INSERT INTO {qn(Handoff._meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "  # noqa: S608
+            f"VALUES ({', '.join(['%s'] * len(fields))})"), tuple(fields)
+
+
+def _insert(handoff: Handoff) -> None:
+    """``handoff.save(force_insert=True)`` as a fixed statement (values prepared by the model's fields)."""
+    sql, fields = _insert_statement()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [f.get_db_prep_save(f.pre_save(handoff, True), connection) for f in fields])
+    handoff._state.adding, handoff._state.db = False, connection.alias
+
+
 def _available(resource: _Target) -> bool:
     return resource.status == Resource.Status.ACTIVE and not resource.in_downtime
 
@@ -186,7 +202,7 @@ def request_handoff(*, client_id: str, body: Any, access_token: str, proof: str 
               "cnf": {"jkt": jkt}, "jti": handoff.ticket_jti, "iat": issued, "exp": issued + lifetime}
     ticket = keys.sign(Purpose.HANDOFF, claims, typ="handoff+jwt").token  # before the transaction: it holds locks
     with transaction.atomic():
-        handoff.save(force_insert=True)
+        _insert(handoff)
         audit.record(actor=f"client:{client_id}", action="handoff.issued", target_type="handoff",
                      target_key=str(handoff.id), data={"ucri": ucri, "endpoint": endpoint,
                                                         "job_sha256": handoff.job_sha256, "jkt": jkt})
