@@ -12,7 +12,7 @@ import uuid
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 from core.models import TimeStampedModel
 
@@ -219,6 +219,10 @@ class Resource(TimeStampedModel):
             models.Index(fields=["accelerator", "status", "ucri"], name="res_accel_status"),
             models.Index(fields=["price_unit", "status", "price_per_hour", "ucri"], name="res_price"),
             models.Index(fields=["status", "updated_at", "ucri"], name="res_updated"),
+            # The other discovery orders (CONTRACT §4), each as the keyset pagination sorts it.
+            models.Index(fields=["status", "pue", "ucri"], name="res_pue"),
+            models.Index(F("status"), F("green_ratio").desc(), F("ucri"), name="res_green"),
+            models.Index(F("status"), F("fp16_tflops").desc(nulls_last=True), F("ucri"), name="res_fp16"),
             models.Index(fields=["site"], name="res_site"),
             # LIKE 'prefix%' for the ``prefix`` filter (PostgreSQL; ignored elsewhere).
             models.Index(fields=["ucri"], name="res_ucri_pattern", opclasses=["varchar_pattern_ops"]),
