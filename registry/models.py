@@ -221,7 +221,7 @@ class Resource(TimeStampedModel):
             models.Index(fields=["status", "updated_at", "ucri"], name="res_updated"),
             # The other discovery orders (CONTRACT §4), each as the keyset pagination sorts it.
             models.Index(fields=["status", "pue", "ucri"], name="res_pue"),
-            models.Index(F("status"), F("green_ratio").desc(), F("ucri"), name="res_green"),
+            models.Index(F("status"), F("green_ratio").desc(nulls_last=True), F("ucri"), name="res_green"),
             models.Index(F("status"), F("fp16_tflops").desc(nulls_last=True), F("ucri"), name="res_fp16"),
             models.Index(fields=["site"], name="res_site"),
             # LIKE 'prefix%' for the ``prefix`` filter (PostgreSQL; ignored elsewhere).

@@ -16,7 +16,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='resource',
-            index=models.Index(models.F('status'), models.OrderBy(models.F('green_ratio'), descending=True), models.F('ucri'), name='res_green'),
+            index=models.Index(models.F('status'), models.OrderBy(models.F('green_ratio'), descending=True, nulls_last=True), models.F('ucri'), name='res_green'),
         ),
         migrations.AddIndex(
             model_name='resource',
