@@ -26,7 +26,8 @@ from .records import timestamp
 CHUNK_SIZE = 2000
 # A spreadsheet reads a cell starting with one of these as a formula (or strips it and then does):
 # CSV injection, OWASP. Such cells get a leading apostrophe, which spreadsheets show as text.
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+# Full-width forms are included (some spreadsheet programs read U+FF1D as =), and a leading line break.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\n", "＝", "＋", "－", "＠")
 # Spreadsheet software (Excel above all) needs the BOM to read UTF-8 Chinese names correctly.
 BOM = "\ufeff"
 

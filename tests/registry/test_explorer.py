@@ -354,6 +354,7 @@ def test_csv_formula_injection_is_neutralised(browser, catalog):
 
 @pytest.mark.parametrize(("value", "expected"), [
     ("=1+1", "'=1+1"), ("+1", "'+1"), ("-1", "'-1"), ("@x", "'@x"), ("\tx", "'\tx"), ("\rx", "'\rx"),
+    ("\n=1", "'\n=1"), ("＝1+1", "'＝1+1"), ("＋1", "'＋1"), ("－1", "'－1"), ("＠x", "'＠x"),
     ("a=b", "a=b"), ("", ""), (None, ""), (1.5, "1.5"), ("Gui'an", "Gui'an"),
 ])
 def test_neutralise(value, expected):
