@@ -167,25 +167,39 @@ def publish_pending(limit: int = 10000) -> int:
 
 def apply_mirrored(change: Mapping[str, Any]) -> str:
     """A mirrored report: keep the newest ``observed_at`` per UCRI; relayed by our own publish_pending."""
-    from .mirror import APPLIED, STALE, MirrorViolation
+    from .mirror import APPLIED, STALE
+
+    resource = Resource.objects.filter(ucri=change["key"]).values_list("pk", "source").first()
+    held = None
+    if resource is not None:
+        held = Availability.objects.filter(pk=resource[0]).values_list("observed_at", flat=True).first()
+    row = mirrored_row(change, resource, held, timezone.now())
+    if row is None:
+        return STALE
+    _upsert([row])
+    return APPLIED
+
+
+def mirrored_row(change: Mapping[str, Any], resource: tuple[int, str] | None, held: dt.datetime | None,
+                 now: dt.datetime) -> tuple | None:
+    """The row a mirrored report upserts, given the resource's (pk, source) and the ``observed_at`` we
+    hold for it; None when the report is not newer. Raises ``MirrorViolation``."""
+    from .mirror import MirrorViolation
 
     record = change["record"]
-    resource = Resource.objects.filter(ucri=change["key"]).only("pk", "source").first()
     if resource is None:
         raise MirrorViolation("unknown_reference", f"{change['key']} is not mirrored")
-    if resource.source == Source.LOCAL:
+    if resource[1] == Source.LOCAL:
         raise MirrorViolation("local_record", f"{change['key']} is this node's own")
     try:
         item = _parse(0, {k: record.get(k) for k in ("ucri", "available_units", "queued_jobs", "observed_at",
-                                                     "valid_for") if k in record}, timezone.now())
+                                                     "valid_for") if k in record}, now)
     except ApplicationError as exc:
         raise MirrorViolation("invalid_record", exc.detail) from exc
-    held = Availability.objects.filter(pk=resource.pk).values_list("observed_at", flat=True).first()
     if held is not None and held >= item["observed_at"]:
-        return STALE
-    _upsert([(resource.pk, item["available_units"], item["queued_jobs"], item["observed_at"], item["valid_for"],
-              item["observed_at"] + dt.timedelta(seconds=item["valid_for"]), change["authority"])])
-    return APPLIED
+        return None
+    return (resource[0], item["available_units"], item["queued_jobs"], item["observed_at"], item["valid_for"],
+            item["observed_at"] + dt.timedelta(seconds=item["valid_for"]), change["authority"])
 
 
 def for_resources(resources: Iterable[Resource]) -> dict[int, Availability]:

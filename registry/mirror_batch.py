@@ -7,6 +7,8 @@ query per type, locked as ``mirror.apply`` locks them), runs every change throug
 against those rows in page order (so a change sees the ones before it in the page: a site before its
 resources, a retire after an upsert), and then writes what the run decided: new rows with ``COPY``,
 changed rows with one ``UPDATE`` per table. Providers (a handful per catalog) are saved when decided.
+An availability run reads its resources and held reports in two queries and upserts the newest
+report per resource in one statement.
 
 Each run is a savepoint. If the database refuses the run (a reused ``local_id``, a taken site name, a
 row a concurrent writer added), it is rolled back and re-applied change by change with
@@ -31,11 +33,12 @@ from django.utils import timezone
 
 from core import outbox
 
-from . import mirror
-from .models import Provider, Resource, Site
+from . import availability, mirror
+from .models import Availability, Provider, Resource, Site
 
 VIOLATION = "violation"
 CATALOG = frozenset({"provider", "site", "resource"})
+RUNS = frozenset({"catalog", "availability"})  # applied a run at a time; the rest (downtimes) one by one
 SMALL_UPDATE = 3  # fewer changed rows than this are updated one statement each, without a scratch table
 
 Verifier = Callable[[Mapping[str, Any]], None] | None
@@ -60,6 +63,8 @@ def apply_changes(changes: Sequence[Mapping[str, Any]], *, now: dt.datetime,
     for kind, run in _runs(changes):
         if kind == "catalog":
             outcomes += _catalog(run, now, verify_credential)
+        elif kind == "availability":
+            outcomes += _availability(run, now, verify_credential)
         else:
             outcomes += [_one(change, now, verify_credential) for change in run]
     return outcomes
@@ -70,7 +75,7 @@ def _runs(changes: Sequence[Mapping[str, Any]]) -> Iterator[tuple[str, list[Mapp
     run_kind = None
     for change in changes:
         kind = "catalog" if change["type"] in CATALOG else change["type"]
-        if run and (kind != run_kind or kind != "catalog"):
+        if run and (kind != run_kind or kind not in RUNS):
             yield run_kind, run
             run = []
         run_kind = kind
@@ -107,6 +112,37 @@ def _catalog(changes: list[Mapping[str, Any]], now: dt.datetime, verify_credenti
     except (IntegrityError, DataError):
         # Refused by the database: nothing of the run is left; redo it change by change, where each
         # refusal becomes that change's violation.
+        return [_one(change, now, verify_credential) for change in changes]
+
+
+def _availability(changes: list[Mapping[str, Any]], now: dt.datetime, verify_credential: Verifier) -> list[Outcome]:
+    """Mirrored availability reports (never relayed here: our feed publishes its own, coalesced): the
+    resources and held reports of the run in two queries, the newest report per resource in one upsert."""
+    try:
+        with transaction.atomic():
+            resources = {ucri: (pk, source) for ucri, pk, source in Resource.objects.filter(
+                ucri__in={change["key"] for change in changes}).values_list("ucri", "pk", "source")}
+            held = dict(Availability.objects.filter(pk__in=[pk for pk, _ in resources.values()])
+                        .values_list("pk", "observed_at"))
+            rows: dict[int, tuple] = {}
+            outcomes = []
+            for change in changes:
+                try:
+                    mirror.encoded(change["record"])
+                    resource = resources.get(change["key"])
+                    row = availability.mirrored_row(change, resource, held.get(resource[0]) if resource else None,
+                                                    timezone.now())
+                except mirror.MirrorViolation as exc:
+                    outcomes.append(Outcome(VIOLATION, exc.reason, exc.detail))
+                    continue
+                if row is None:
+                    outcomes.append(Outcome(mirror.STALE))
+                    continue
+                rows[row[0]], held[row[0]] = row, row[3]  # a later report in the run is compared with this one
+                outcomes.append(Outcome(mirror.APPLIED))
+            availability._upsert(list(rows.values()))
+        return outcomes
+    except (IntegrityError, DataError):
         return [_one(change, now, verify_credential) for change in changes]
 
 

@@ -29,8 +29,9 @@ GZ01 = "86.52.GZ01"
 @pytest.fixture(params=["batch", "one_by_one"])
 def mode(request, monkeypatch):
     if request.param == "one_by_one":  # the reference: every change through mirror.apply
-        monkeypatch.setattr(mirror_batch, "_catalog",
-                            lambda run, now, verify: [mirror_batch._one(c, now, verify) for c in run])
+        for run in ("_catalog", "_availability"):
+            monkeypatch.setattr(mirror_batch, run,
+                                lambda run, now, verify: [mirror_batch._one(c, now, verify) for c in run])
     return request.param
 
 
@@ -292,3 +293,40 @@ def test_a_forged_page_fetched_ahead_is_refused_when_its_turn_comes(peer):
     assert report.error.startswith("page_invalid_signature") or report.error.startswith("page_unknown_key")
     assert violations(peer) == [(None, report.error.split(":")[0])]
     assert Peer.objects.get(entity_id=peer.url).cursor == 2 and seqs() == [1, 2]
+
+
+def test_availability_in_a_page(peer):
+    from registry.models import Availability
+
+    site_id = provider_and_site(peer)
+    first, second = identifiers.mint(GZ01), identifiers.mint(GZ01)
+    for ucri in (first, second):
+        peer.add("resource", ucri, resource_record(ucri, GZ01, site_id), version=1)
+    now = timezone.now().replace(microsecond=0)
+
+    def report(ucri: str, seconds_ago: int, units: int, **overrides) -> None:
+        record = {"ucri": ucri, "available_units": units, "queued_jobs": 0, "valid_for": 60,
+                  "observed_at": timestamp(now - timezone.timedelta(seconds=seconds_ago)), **overrides}
+        peer.add("availability", ucri, record)
+
+    report(first, 30, 1)  # 5 applied
+    report(first, 10, 2)  # 6 newer: applied
+    report(first, 20, 3)  # 7 older than what the page already holds: stale
+    report(second, 10, 4)  # 8 applied
+    report(identifiers.mint(GZ01), 10, 5)  # 9 not mirrored
+    report(second, 5, -1)  # 10 invalid
+    result = pull(peer)
+    assert (result.applied, result.stale, result.violations) == (4 + 3, 1, 2)
+    assert violations(peer) == [(9, "unknown_reference"), (10, "invalid_record")]
+    ten_ago = now - timezone.timedelta(seconds=10)
+    held = {a.resource.ucri: (a.available_units, a.observed_at)
+            for a in Availability.objects.select_related("resource")}
+    assert held == {first: (2, ten_ago), second: (4, ten_ago)}
+    assert [t for t, *_ in relayed()] == ["provider", "site", "resource", "resource"]  # our feed publishes its own
+
+    report(second, 1, 7)  # a later page: newer than held
+    report(first, 40, 9)  # older than held
+    result = pull(peer)
+    assert (result.applied, result.stale) == (1, 1)
+    assert Availability.objects.get(resource__ucri=second).available_units == 7
+    assert Availability.objects.get(resource__ucri=first).available_units == 2
