@@ -6,13 +6,15 @@ template, gunicorn on a 127.0.0.1 port) are created and joined (national anchor,
 the provincial node gets ``cir_demo --seed 1 --resources N`` (setup, timed apart), then the national
 node's ``cir_sync --once --json`` runs as a child process and is measured: wall time, changes applied
 per second, peak RSS and CPU of that process, CPU of both gunicorn servers. A second ``cir_sync --once``
-(which should apply nothing) is measured the same way. The baseline is a plain ``COPY`` of the same
-``registry_resource`` rows from the provincial database into a scratch table in the national one,
-timed in the same run; the script prints ``sync rate / COPY rate``.
+(which should apply nothing) is measured the same way. The baseline, timed in the same run, is
+PostgreSQL ``COPY`` of the same rows into the same tables: the provincial provider, site and resource
+rows and its outbox rows (what the national node relays) streamed into copies of the national
+node's tables with their indexes (``LIKE ... INCLUDING ALL``). The script prints ``sync rate / COPY
+rate`` and one summary line.
 
 Not part of the test suite. Run from anywhere with the project's interpreter:
 
-    .venv/bin/python bench/federation_sync.py --resources 100000 [--page-size 500] [--keep] [--profile]
+    .venv/bin/python bench/federation_sync.py --resources 100000 [--page-size 1000] [--reuse] [--keep] [--profile]
 
 Needs the local PostgreSQL at 127.0.0.1:5432 (user postgres, no password), like the node tests.
 The node databases are always dropped at the end unless ``--keep`` is given.
@@ -45,7 +47,7 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgr
 
 import psycopg  # noqa: E402
 
-from tests.support.nodes import Node, create_node, join  # noqa: E402
+from tests.support.nodes import ADMIN_DSN, Node, _migration_digest, create_node, ensure_template, join  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -182,11 +184,15 @@ def rate_by_quarter(samples: list[tuple[float, int]]) -> list[float]:
 
 
 def run_manage(node: Node, args: list[str], *, label: str, env: dict[str, str] | None = None,
-               servers: dict[str, Node] | None = None, profile: Path | None = None) -> Run:
+               servers: dict[str, Node] | None = None, profile: Path | None = None,
+               sampler: Path | None = None) -> Run:
     """Run ``manage.py ARGS`` on ``node`` as a child and measure it (wall, peak RSS, CPU)."""
     servers = servers or {}
     child_env = {**node.env, **(env or {})}
     command = [sys.executable, *(["-m", "cProfile", "-o", str(profile)] if profile else []), "manage.py", *args]
+    if sampler:  # py-spy samples the child from outside: little overhead, native and idle time visible
+        command = [py_spy(), "record", "--rate", "100", "--format", "raw", "--idle", "--nolineno", "--threads",
+                   "--output", str(sampler), "--", *command]
     timer = gnu_time()
     before_db = db_stats(node)
     before_cpu = {name: process_group_cpu(n.processes[0].pid) for name, n in servers.items() if n.processes}
@@ -214,7 +220,8 @@ def run_manage(node: Node, args: list[str], *, label: str, env: dict[str, str] |
     after_db = db_stats(node)
     result = None
     if process.returncode == 0 and "--json" in args:
-        result = json.loads(stdout_text.strip().splitlines()[-1])
+        # The last JSON line (py-spy, when sampling, writes its own lines after it).
+        result = json.loads(next(line for line in reversed(stdout_text.splitlines()) if line.startswith("{")))
     return Run(label=label, wall=wall, returncode=process.returncode, result=result, max_rss_kb=rss,
                user_cpu=user, sys_cpu=system, stderr=stderr_text[-4000:], via=via,
                server_cpu={k: after_cpu[k] - before_cpu.get(k, 0.0) for k in after_cpu},
@@ -225,32 +232,85 @@ def run_manage(node: Node, args: list[str], *, label: str, env: dict[str, str] |
 # The COPY baseline
 
 
-def copy_baseline(source: Node, target: Node, *, with_indexes: bool) -> tuple[int, float]:
-    """COPY the source's registry_resource rows into a fresh table in the target; (rows, seconds).
+BASELINE_TABLES = ("registry_provider", "registry_site", "registry_resource", "core_outboxentry")
 
-    The table has the same columns (``LIKE registry_resource``); ``with_indexes`` adds the same indexes
-    and constraints, closer to what the sync has to maintain. It is dropped afterwards."""
-    table = "bench_copy_resource_idx" if with_indexes else "bench_copy_resource"
-    like = "INCLUDING ALL" if with_indexes else "INCLUDING DEFAULTS"
+
+def copy_baseline(source: Node, target: Node) -> dict[str, tuple[int, float]]:
+    """COPY the source's provider, site, resource and outbox rows into copies of the target's tables
+    (``LIKE ... INCLUDING ALL``: the same columns, indexes and constraints, empty as the national
+    node's are before its first sync), in one transaction as a page is; {table: (rows, seconds)}.
+
+    These are the rows the sync writes: one catalog row and one relay outbox row per change. The
+    copies are dropped afterwards."""
+    timings: dict[str, tuple[int, float]] = {}
     with psycopg.connect(dsn(source)) as src, psycopg.connect(dsn(target)) as dst:
-        columns = [r[0] for r in src.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'registry_resource' "
-            "ORDER BY ordinal_position").fetchall()]
-        column_list = ", ".join(f'"{c}"' for c in columns)
-        dst.execute(f"DROP TABLE IF EXISTS {table}")
-        dst.execute(f"CREATE TABLE {table} (LIKE registry_resource {like})")
+        for table in BASELINE_TABLES:
+            dst.execute(f"DROP TABLE IF EXISTS bench_copy_{table}")
+            dst.execute(f"CREATE TABLE bench_copy_{table} (LIKE {table} INCLUDING ALL)")
         dst.commit()
-        start = time.perf_counter()
-        with src.cursor().copy(f"COPY (SELECT {column_list} FROM registry_resource) TO STDOUT") as reader, \
-                dst.cursor().copy(f"COPY {table} ({column_list}) FROM STDIN") as writer:
-            for chunk in reader:
-                writer.write(chunk)
+        dst.execute("CHECKPOINT")  # start from clean buffers, as the sync does after setup
         dst.commit()
-        seconds = time.perf_counter() - start
-        rows = dst.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-        dst.execute(f"DROP TABLE {table}")
-        dst.commit()
-    return rows, seconds
+        try:
+            for table in BASELINE_TABLES:
+                columns = ", ".join(f'"{r[0]}"' for r in src.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                    "ORDER BY ordinal_position", [table]).fetchall())
+                start = time.perf_counter()
+                with src.cursor().copy(f"COPY (SELECT {columns} FROM {table}) TO STDOUT") as reader, \
+                        dst.cursor().copy(f"COPY bench_copy_{table} ({columns}) FROM STDIN") as writer:
+                    for chunk in reader:
+                        writer.write(chunk)
+                dst.commit()
+                seconds = time.perf_counter() - start
+                rows = dst.execute(f"SELECT count(*) FROM bench_copy_{table}").fetchone()[0]
+                timings[table] = (rows, seconds)
+        finally:
+            dst.rollback()
+            for table in BASELINE_TABLES:
+                dst.execute(f"DROP TABLE IF EXISTS bench_copy_{table}")
+            dst.commit()
+    return timings
+
+
+# ---------------------------------------------------------------------------------------------------
+# Keeping the built nodes between runs (--reuse)
+
+
+def kept_names(resources: int, seed: int) -> dict[str, str]:
+    """Databases that keep the provincial catalog and the joined national node, before any sync."""
+    base = f"cir_bench_keep_{resources}_{seed}_{_migration_digest()}"
+    return {"national": f"{base}_national", "provincial": f"{base}_gz"}
+
+
+def _admin(sql: str, params: tuple = ()) -> Any:
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        return conn.execute(sql, params).fetchall() if sql.lstrip().upper().startswith("SELECT") else \
+            conn.execute(sql, params)
+
+
+def database_exists(name: str) -> bool:
+    return bool(_admin("SELECT 1 FROM pg_database WHERE datname = %s", (name,)))
+
+
+def clone(template: str, name: str) -> None:
+    _admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+
+
+def node_from_database(name: str, database: str) -> Node:
+    """A node whose database was cloned from a kept one: its port is in its own entity ID."""
+    with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={database}", autocommit=True) as conn:
+        entity_id = conn.execute("SELECT entity_id FROM registry_platform WHERE is_self").fetchone()[0]
+    return Node(name=name, port=int(entity_id.rsplit(":", 1)[1]), database=database)
+
+
+def keep(nodes: dict[str, Node], names: dict[str, str]) -> None:
+    """Copy the node databases to the kept names (servers stopped: a template has no other users)."""
+    for role, node in nodes.items():
+        node.stop()
+        _admin(f'DROP DATABASE IF EXISTS "{names[role]}"')
+        clone(node.database, names[role])
+    for node in nodes.values():
+        node.start_server()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -261,22 +321,60 @@ def mb(kb: int | None) -> str:
     return f"{kb / 1024:.1f}" if kb is not None else "n/a"
 
 
-def show_profile(path: Path, limit: int = 25) -> None:
+def py_spy() -> str:
+    path = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if path is None:
+        raise SystemExit("--py-spy needs py-spy (.venv/bin/pip install py-spy)")
+    return path
+
+
+def show_samples(path: Path, limit: int = 30) -> None:
+    """Summarise py-spy's collapsed stacks of the main thread (idle time included, so the shares are of
+    wall time): the share of samples in each function, by itself and with what it calls."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if not count.isdigit() or len(frames) < 2 or not frames[0].endswith(": MainThread"):
+            continue  # the page fetched ahead waits in its own thread
+        frames = frames[1:]
+        n = int(count)
+        samples += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + n
+    print(f"\npy-spy ({path}): {samples:,} samples of the sync process")
+    for title, table in (("self", own), ("total", total)):
+        print(f"  by {title}:")
+        for frame, n in sorted(table.items(), key=lambda kv: -kv[1])[:limit]:
+            print(f"    {100 * n / samples:5.1f}%  {frame}")
+
+
+def show_profile(path: Path, limit: int = 25) -> int:
     stats = pstats.Stats(str(path))
-    # Every statement (savepoints included) reaches psycopg's Cursor.execute once.
-    executes = sum(v[1] for k, v in stats.stats.items() if k[2] == "execute" and k[0].endswith("psycopg/cursor.py"))
+    # Every statement (savepoints included) reaches psycopg's Cursor.execute or Cursor.copy once.
+    executes = sum(v[1] for k, v in stats.stats.items()
+                   if k[2] in ("execute", "copy") and k[0].endswith("psycopg/cursor.py"))
     print(f"\nProfile ({path}): SQL statements sent by the sync process: {executes:,}")
     stats.sort_stats("cumulative").print_stats(limit)
     stats.sort_stats("tottime").print_stats(limit)
+    return executes
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--resources", type=int, default=100_000, help="demo resources on the provincial node")
-    parser.add_argument("--page-size", type=int, default=500,
+    parser.add_argument("--page-size", type=int, default=1000,
                         help="CIR_SYNC_PAGE_SIZE for the national node's cir_sync (the feed allows <= 1000)")
     parser.add_argument("--seed", type=int, default=1, help="cir_demo seed (default 1)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the built nodes (provincial catalog, joined national node) in cir_bench_keep_* "
+                             "databases and start from clones of them when they exist, instead of rebuilding")
     parser.add_argument("--keep", action="store_true", help="keep the node databases (servers are stopped)")
+    parser.add_argument("--py-spy", action="store_true",
+                        help="sample the first sync with py-spy (installed in the venv) and print where it spends time")
     parser.add_argument("--profile", action="store_true",
                         help="run the first sync under cProfile and print the hot spots (inflates its times)")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON line")
@@ -288,30 +386,53 @@ def main() -> int:
     nodes: list[Node] = []
     setup: dict[str, float] = {}
     ok = True
+    kept = kept_names(args.resources, args.seed)
+    reused = args.reuse and all(database_exists(name) for name in kept.values())
     try:
-        t = time.perf_counter()
-        national = create_node("bench-national", role="national")
-        nodes.append(national)
-        provincial = create_node("bench-gz", role="provincial", code="52")
-        nodes.append(provincial)
-        setup["create nodes"] = time.perf_counter() - t
+        if reused:
+            t = time.perf_counter()
+            suffix = os.urandom(4).hex()
+            for role in ("national", "provincial"):
+                clone(kept[role], f"cir_node_bench-{role}_{suffix}")
+                nodes.append(node_from_database(f"bench-{role}", f"cir_node_bench-{role}_{suffix}"))
+            national, provincial = nodes
+            setup["clone kept nodes"] = time.perf_counter() - t
+            t = time.perf_counter()
+            national.start_server()
+            provincial.start_server()
+            setup["start servers"] = time.perf_counter() - t
+            print(f"reused {kept['provincial']} and {kept['national']}", flush=True)
+        else:
+            t = time.perf_counter()
+            ensure_template()
+            national = create_node("bench-national", role="national")
+            nodes.append(national)
+            provincial = create_node("bench-gz", role="provincial", code="52")
+            nodes.append(provincial)
+            setup["create nodes"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        national.start_server()
-        provincial.start_server()
-        setup["start servers"] = time.perf_counter() - t
+            t = time.perf_counter()
+            national.start_server()
+            provincial.start_server()
+            setup["start servers"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        join(provincial, national, anchor=national, prefix="86.52")
-        setup["join"] = time.perf_counter() - t
+            t = time.perf_counter()
+            join(provincial, national, anchor=national, prefix="86.52")
+            setup["join"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+            demo = provincial.manage("cir_demo", "--seed", str(args.seed), "--resources", str(args.resources),
+                                     "--json", timeout=max(600, args.resources / 100))
+            setup["cir_demo"] = time.perf_counter() - t
+            print(f"cir_demo: {demo['resources']:,} resources in {setup['cir_demo']:.1f} s", flush=True)
+            if args.reuse:
+                t = time.perf_counter()
+                keep({"national": national, "provincial": provincial}, kept)
+                setup["keep for --reuse"] = time.perf_counter() - t
+                print(f"kept as {kept['provincial']} and {kept['national']} (drop them by hand when done)",
+                      flush=True)
         print(f"nodes up: national {national.url} ({national.database}), "
               f"provincial {provincial.url} ({provincial.database})", flush=True)
-
-        t = time.perf_counter()
-        demo = provincial.manage("cir_demo", "--seed", str(args.seed), "--resources", str(args.resources),
-                                 "--json", timeout=max(600, args.resources / 100))
-        setup["cir_demo"] = time.perf_counter() - t
-        print(f"cir_demo: {demo['resources']:,} resources in {setup['cir_demo']:.1f} s", flush=True)
 
         feed_head = scalar(provincial, "SELECT last FROM core_counter WHERE name = 'outbox'") or 0
         feed_entries = scalar(provincial, "SELECT count(*) FROM core_outboxentry")
@@ -320,14 +441,21 @@ def main() -> int:
                 "SELECT type, count(*) FROM core_outboxentry GROUP BY type ORDER BY type").fetchall())
         provincial_resources = scalar(provincial, "SELECT count(*) FROM registry_resource")
         national_before = scalar(national, "SELECT count(*) FROM registry_resource")
+        national_head_before = scalar(national, "SELECT last FROM core_counter WHERE name = 'outbox'") or 0
+
+        # The baseline runs before and after the sync (on a shared machine the load drifts); the ratio
+        # is against the mean of the two rates.
+        print("COPY baseline (before the sync) ...", flush=True)
+        baselines = [copy_baseline(provincial, national)]
 
         sync_env = {"CIR_SYNC_PAGE_SIZE": str(args.page_size)}
         servers = {"provincial web": provincial, "national web": national}
         profile = Path(tempfile.gettempdir(), f"cir-bench-sync-{os.getpid()}.prof") if args.profile else None
+        samples = Path(tempfile.gettempdir(), f"cir-bench-sync-{os.getpid()}.pyspy") if args.py_spy else None
         print("sync 1 (measured) ...", flush=True)
         load_before = os.getloadavg()
         first = run_manage(national, ["cir_sync", "--once", "--json"], label="sync 1", env=sync_env,
-                           servers=servers, profile=profile)
+                           servers=servers, profile=profile, sampler=samples)
         if first.returncode != 0:
             print(first.stderr, file=sys.stderr)
             raise SystemExit(f"cir_sync failed with exit code {first.returncode}")
@@ -346,20 +474,26 @@ def main() -> int:
         national_head = scalar(national, "SELECT last FROM core_counter WHERE name = 'outbox'") or 0
         cursor = max((p["cursor"] for p in first.result["peers"]), default=0)
 
-        print("COPY baselines ...", flush=True)
-        copy_rows, copy_seconds = copy_baseline(provincial, national, with_indexes=False)
-        copy_idx_rows, copy_idx_seconds = copy_baseline(provincial, national, with_indexes=True)
+        print("COPY baseline (after the sync) ...", flush=True)
+        baselines.append(copy_baseline(provincial, national))
 
         # ---- report
         sync_rate = first.applied / first.wall if first.wall else 0.0
-        copy_rate = copy_rows / copy_seconds if copy_seconds else 0.0
-        copy_idx_rate = copy_idx_rows / copy_idx_seconds if copy_idx_seconds else 0.0
+        # A change writes one catalog row and one relay outbox row: the baseline's rate counts catalog
+        # rows, each moved together with its outbox row (the COPY time of both).
+        copy_records = sum(baselines[0][t][0] for t in BASELINE_TABLES if t != "core_outboxentry")
+        copy_outbox = baselines[0]["core_outboxentry"][0]
+        copy_rates = [copy_records / sum(seconds for _, seconds in b.values()) for b in baselines]
+        copy_rate = sum(copy_rates) / len(copy_rates)
+        ratio = sync_rate / copy_rate if copy_rate else 0.0
+        peak_rss_mb = (first.max_rss_kb or 0) / 1024
         checks = {
             "national resources == provincial resources": national_after - national_before == provincial_resources,
             "violations == 0": violations == 0 and first.field_sum("violations") == 0,
             "no pull errors": not first.errors and not second.errors,
             "sync 1 read the whole feed": cursor == feed_head,
             "sync 2 applied 0": second.applied == 0,
+            "every applied change relayed": national_head - national_head_before == first.applied,
         }
         ok = all(checks.values())
 
@@ -398,13 +532,14 @@ def main() -> int:
             print("sync 1 applied/s by quarter of the feed (committed head, sampled every 2 s): "
                   + " | ".join(f"{r:,.0f}" for r in quarters))
         print()
-        print(f"COPY baseline (plain table)         {copy_rows:>12,} rows in {copy_seconds:7.2f} s = "
-              f"{copy_rate:>10,.0f} rows/s")
-        print(f"COPY baseline (same indexes)        {copy_idx_rows:>12,} rows in {copy_idx_seconds:7.2f} s = "
-              f"{copy_idx_rate:>10,.0f} rows/s")
-        print(f"sync rate / COPY rate               {sync_rate / copy_rate if copy_rate else 0:>12.4f}   "
-              f"(1 : {copy_rate / sync_rate if sync_rate else float('inf'):,.0f})")
-        print(f"sync rate / COPY rate (indexed)     {sync_rate / copy_idx_rate if copy_idx_rate else 0:>12.4f}")
+        for when, baseline in zip(("before", "after"), baselines, strict=True):
+            for table, (rows, seconds) in baseline.items():
+                print(f"COPY {when:<6} into a copy of {table:<18} {rows:>10,} rows in {seconds:7.2f} s = "
+                      f"{rows / seconds if seconds else 0:>10,.0f} rows/s")
+        print(f"COPY baseline: {copy_records:,} catalog rows and their {copy_outbox:,} outbox rows: "
+              f"{' and '.join(f'{r:,.0f}' for r in copy_rates)} catalog rows/s before and after the sync, "
+              f"mean {copy_rate:,.0f}")
+        print(f"sync rate / COPY rate               {ratio:>12.4f}")
         print(f"cores (os.cpu_count())              {cores:>12}")
         print(f"load average (1/5/15 min) before / after sync 1: "
               f"{' '.join(f'{v:.2f}' for v in load_before)} / {' '.join(f'{v:.2f}' for v in load_after)}"
@@ -412,9 +547,18 @@ def main() -> int:
         print()
         for name, passed in checks.items():
             print(f"  [{'ok' if passed else 'FAIL'}] {name}")
+        statements = None
+        if samples:
+            show_samples(samples)
         if profile:
             print("\nnote: sync 1 ran under cProfile; its times include the profiler's overhead")
-            show_profile(profile)
+            statements = show_profile(profile)
+            if first.applied:
+                print(f"SQL statements per applied change: {statements / first.applied:.3f}")
+        print()
+        print(f"federation ingest: {sync_rate:,.0f} changes/s, baseline COPY {copy_rate:,.0f} rows/s, "
+              f"ratio {ratio:.3f} (target >= 0.20), peak RSS {peak_rss_mb:.0f} MB (target < 300)"
+              f"{' [profiled]' if profile or samples else ''}")
         if args.json:
             print(json.dumps({
                 "resources": args.resources, "page_size": args.page_size, "cores": cores,
@@ -426,9 +570,11 @@ def main() -> int:
                           "user_cpu": r.user_cpu, "sys_cpu": r.sys_cpu, "server_cpu": r.server_cpu,
                           "db_stats": r.db_stats, "result": r.result,
                           "rate_by_quarter": rate_by_quarter(r.progress)} for r in (first, second)],
-                "copy": {"rows": copy_rows, "seconds": copy_seconds, "rate": copy_rate},
-                "copy_indexed": {"rows": copy_idx_rows, "seconds": copy_idx_seconds, "rate": copy_idx_rate},
-                "sync_over_copy": sync_rate / copy_rate if copy_rate else None, "checks": checks,
+                "copy": {"runs": [{t: {"rows": r, "seconds": sec} for t, (r, sec) in b.items()} for b in baselines],
+                         "catalog_rows": copy_records, "outbox_rows": copy_outbox, "rates": copy_rates,
+                         "rate": copy_rate},
+                "sync_over_copy": ratio, "peak_rss_mb": peak_rss_mb, "reused": reused,
+                "sql_statements": statements, "checks": checks,
             }, separators=(",", ":")))
     finally:
         for node in reversed(nodes):
