@@ -102,6 +102,9 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # The same backend, with a connection health check that needs no round trip (core/backends).
+    DATABASES["default"]["ENGINE"] = "core.backends.postgresql"
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default serves a server, a sync loop or worker and commands at once: take the write
     # lock when a transaction starts (no lock-upgrade deadlocks) and let readers run beside a writer.
