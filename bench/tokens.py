@@ -16,8 +16,8 @@ each with one psycopg connection, doing the same cryptography and the same datab
 ``cryptography`` and psycopg, and nothing else:
 
 - token: parse the form, verify the assertion's ES256 signature with the client's public key (loaded once)
-  and its claims, insert the ``jti`` into a replay table (``INSERT ... ON CONFLICT DO NOTHING``; with
-  ``--cache redis`` a Redis ``SET NX EX`` instead, like CIR's cache), sign an ``at+jwt`` with the node's
+  and its claims, insert the ``jti`` into a copy of CIR's replay table (``INSERT ... ON CONFLICT DO
+  NOTHING``; with ``--cache redis`` a Redis ``SET NX EX`` instead, like CIR's cache), sign an ``at+jwt`` with the node's
   access-token key (decrypted once at start);
 - handoff: verify the bearer token with the node's access-token public key, verify the DPoP proof with
   the JWK in its header (``htm``/``htu``/``ath``/``iat``) and take its thumbprint, parse the body and hash
@@ -83,7 +83,7 @@ ENDPOINT = "https://slurm.tkb1.bench.example/slurmrestd/jobs"
 JOB = {"script": "#!/bin/bash\nsrun python train.py --epochs 3", "nodes": 2, "gpus_per_node": 8,
        "walltime": 3600, "partition": "a100"}
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-BARE_TABLES = {"replay": "cir_cache", "handoff": "scheduling_handoff", "audit": "core_auditentry",
+BARE_TABLES = {"replay": "identity_seenjti", "handoff": "scheduling_handoff", "audit": "core_auditentry",
                "counter": "core_counter"}
 LEEWAY = 60
 REDIS_DB_DEFAULT = 11
@@ -380,8 +380,8 @@ class Bare:
 
             self.redis = redis.Redis.from_url(ctx.redis_url)
         t = ctx.tables
-        self.sql_replay = (f"INSERT INTO {t['replay']} (cache_key, value, expires) VALUES (%s, '1', %s) "
-                           "ON CONFLICT (cache_key) DO NOTHING")
+        self.sql_replay = (f"INSERT INTO {t['replay']} (digest, expires_at) VALUES (%s, %s) "
+                           "ON CONFLICT (digest) DO NOTHING")
         self.sql_resource = (
             "SELECT r.id, r.status, r.endpoints, p.prefix, p.credential_status, p.credential_expires_at "
             "FROM registry_resource r JOIN registry_provider p ON p.id = r.provider_id WHERE r.ucri = %s "
@@ -401,7 +401,7 @@ class Bare:
         if self.redis is not None:
             return bool(self.redis.set(f"bench:jti:{digest}", 1, nx=True, ex=ttl))
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl)
-        return self.conn.execute(self.sql_replay, (f"cir:jti:{digest}", expires)).rowcount == 1
+        return self.conn.execute(self.sql_replay, (digest, expires)).rowcount == 1
 
     def token(self, body: str) -> bytes:
         form = dict(urllib.parse.parse_qsl(body))
