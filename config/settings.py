@@ -64,12 +64,14 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # core.middleware: Django's session, CSRF, auth and messages middleware, stepping aside on /api/v1/
+    # (bearer-token JSON routes that use none of them).
+    "core.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "core.middleware.CsrfViewMiddleware",
+    "core.middleware.AuthenticationMiddleware",
+    "core.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -102,6 +104,12 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django binds parameters on the client and never prepares; the few fixed statements run on every
+    # request (the resolve lookup: registry.selectors) bind on the server and are prepared after this many
+    # runs per connection, so PostgreSQL plans them once. None turns that off (e.g. behind a pooler that
+    # cannot keep prepared statements).
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 2)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # The same backend, with a connection health check that needs no round trip (core/backends).
     DATABASES["default"]["ENGINE"] = "core.backends.postgresql"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 
 import django_filters
 from django import forms
 from django.db.models import F, QuerySet
-from django.utils import timezone
+from django.http import QueryDict
+from django.utils import timezone, translation
 
 from core.errors import ApplicationError
 from core.pagination import Key, Ordering
@@ -103,6 +105,43 @@ class ResourceFilterSet(django_filters.FilterSet):
     class Meta:
         model = Resource
         fields: list[str] = []
+
+    _form_classes: dict[tuple[str, tuple[str, ...]], type] = {}
+
+    def __init__(self, data=None, queryset=None, *, request=None, prefix=None):
+        # As django-filter's, which deep-copies every filter with its choices for each FilterSet: a
+        # shallow copy per filter is enough for each FilterSet to own its filters (their options are only
+        # read), with method filters re-bound to their copy.
+        if queryset is None:
+            queryset = self._meta.model._default_manager.all()
+        self.is_bound = data is not None
+        self.data = data or QueryDict()
+        self.queryset = queryset
+        self.request = request
+        self.form_prefix = prefix
+        self.filters = {}
+        for name, base in self.base_filters.items():
+            filter_ = copy.copy(base)
+            if base.method is not None:
+                filter_.method = base.method  # a FilterMethod bound to this copy
+            filter_.model = queryset.model
+            filter_.parent = self
+            self.filters[name] = filter_
+
+    def get_form_class(self):
+        # django-filter builds a new form class (a form field per filter, labels included) for every
+        # FilterSet. The filters are fixed, and a filter given no value filters nothing and cannot fail,
+        # so the form holds only the filters given, built once per set of names and language (labels are
+        # translated).
+        names = tuple(name for name in self.filters if name in self.data) if self.is_bound else tuple(self.filters)
+        key = (translation.get_language() or "", names)
+        form_class = self._form_classes.get(key)
+        if form_class is None:
+            fields = {name: self.filters[name].field for name in names}
+            form_class = type(f"{type(self).__name__}Form", (self._meta.form,), fields)
+            if len(self._form_classes) < 1024:
+                self._form_classes[key] = form_class
+        return form_class
 
     def filter_prefix(self, queryset: QuerySet[Resource], name: str, value: str) -> QuerySet[Resource]:
         return selectors.under_prefix(queryset, value) if value else queryset

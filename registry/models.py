@@ -12,9 +12,36 @@ import uuid
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import DEFERRED, F, Q
+from django.db.models.base import ModelState
+from django.db.models.signals import post_init, pre_init
 
 from core.models import TimeStampedModel
+
+_ATTNAMES: dict[type, tuple[str, ...]] = {}
+
+
+class LoadedWithoutInit:
+    """Rows loaded from the database become instances without running ``Model.__init__`` while nothing
+    listens to ``pre_init``/``post_init``: the loaded values are set as ``__init__`` would set them (these
+    models have no field whose attribute does more on assignment than a fresh instance's foreign key
+    does), fields not loaded stay deferred. ``__init__`` walks every field of the model for each row,
+    which at national scale was a large part of resolving and discovering resources (bench/, see
+    docs/benchmarks.md)."""
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        if pre_init.receivers or post_init.receivers or DEFERRED in values:
+            return super().from_db(db, field_names, values)
+        new = cls.__new__(cls)
+        if len(values) == len(cls._meta.concrete_fields):
+            field_names = _ATTNAMES.get(cls) or _ATTNAMES.setdefault(
+                cls, tuple(f.attname for f in cls._meta.concrete_fields))
+        new.__dict__.update(zip(field_names, values, strict=True))
+        state = new._state = ModelState()
+        state.adding = False
+        state.db = db
+        return new
 
 
 class Source(models.TextChoices):
@@ -65,7 +92,7 @@ class Delegation(models.Model):
         return f"{self.prefix} -> {self.kind}"
 
 
-class Provider(TimeStampedModel):
+class Provider(LoadedWithoutInit, TimeStampedModel):
     """An approved compute provider (data centre, intelligent-computing or supercomputing centre)."""
 
     class Status(models.TextChoices):
@@ -116,7 +143,7 @@ class ProviderMembership(models.Model):
         return f"{self.user} @ {self.provider.prefix}"
 
 
-class Site(TimeStampedModel):
+class Site(LoadedWithoutInit, TimeStampedModel):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="sites")
     name = models.CharField(max_length=200)
@@ -142,7 +169,7 @@ class Site(TimeStampedModel):
         return self.name
 
 
-class Resource(TimeStampedModel):
+class Resource(LoadedWithoutInit, TimeStampedModel):
     class Kind(models.TextChoices):
         GENERAL = "general"
         INTELLIGENT = "intelligent"
@@ -223,9 +250,12 @@ class Resource(TimeStampedModel):
             models.Index(fields=["status", "pue", "ucri"], name="res_pue"),
             models.Index(F("status"), F("green_ratio").desc(nulls_last=True), F("ucri"), name="res_green"),
             models.Index(F("status"), F("fp16_tflops").desc(nulls_last=True), F("ucri"), name="res_fp16"),
-            models.Index(fields=["site"], name="res_site"),
-            # LIKE 'prefix%' for the ``prefix`` filter (PostgreSQL; ignored elsewhere).
-            models.Index(fields=["ucri"], name="res_ucri_pattern", opclasses=["varchar_pattern_ops"]),
+            # The greenest in a province (bench/discovery.py): without it, PostgreSQL walks res_green
+            # past every other province's resources (0.2-0.5 s at 1M).
+            models.Index(F("province"), F("status"), F("green_ratio").desc(nulls_last=True), F("ucri"),
+                         name="res_province_green"),
+            # The foreign key's own index serves ``site``, and on PostgreSQL the unique ``ucri`` has a
+            # varchar_pattern_ops twin for LIKE 'prefix%' (the ``prefix`` filter).
         ]
 
     def __str__(self) -> str:
@@ -236,7 +266,7 @@ class Resource(TimeStampedModel):
         return self.status == self.Status.RETIRED
 
 
-class Downtime(TimeStampedModel):
+class Downtime(LoadedWithoutInit, TimeStampedModel):
     class Classification(models.TextChoices):
         SCHEDULED = "scheduled"
         UNSCHEDULED = "unscheduled"
@@ -274,7 +304,7 @@ class Downtime(TimeStampedModel):
         return f"{self.classification} downtime of {target} {self.start:%Y-%m-%d %H:%M}"
 
 
-class Availability(models.Model):
+class Availability(LoadedWithoutInit, models.Model):
     """The latest live availability report of a resource (CONTRACT §13). Kept apart from the resource
     row: providers report every few seconds, and availability never bumps ``version``."""
 

@@ -19,6 +19,15 @@ RESOURCE_FIELDS = (
     "storage_tb", "price_per_hour", "price_unit", "price_per_million_tokens", "endpoints",
 )
 SITE_FIELDS = ("name", "province", "hub", "pue", "wue", "cue", "green_ratio", "rack_availability")
+# What ``resource_public`` reads of each object. Resolution loads only these columns (selectors); any
+# other field is deferred, i.e. loaded by its own query if read, so a renderer that reads more stays
+# correct, only slower (tests/registry/test_lean_reads.py compares with the full rendering).
+PUBLIC_RECORD_FIELDS = {
+    "resource": ("id", "ucri", "provider", "status", "version", "updated_at", *RESOURCE_FIELDS, "retired_at",
+                 "authority", "source", "synced_at"),
+    "provider": ("id", "name", "prefix", "credential_status", "credential_expires_at"),
+    "site": ("id", "version", *SITE_FIELDS),
+}
 
 
 def timestamp(value: dt.datetime | None) -> str | None:
@@ -36,7 +45,8 @@ def number(value: Any) -> Any:
 
 
 def _resource_fields(resource: Resource) -> dict[str, Any]:
-    fields = {name: number(getattr(resource, name)) for name in RESOURCE_FIELDS}
+    # number() inlined: a thousand records per batch resolve.
+    fields = {name: number(v) if isinstance(v := getattr(resource, name), Decimal) else v for name in RESOURCE_FIELDS}
     fields["site_id"] = str(resource.site_id)
     return fields
 

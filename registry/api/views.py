@@ -108,11 +108,11 @@ class ResourceListView(APIView):
     )
     def get(self, request: Request) -> HttpResponse:
         queryset, ordering, values = filters.discover(request.query_params)
+        queryset = selectors.public_page(queryset, (k.field for k in ordering.keys))
         page = paginate(queryset, ordering, cursor=values.get("cursor"), limit=parse_limit(values.get("limit")))
-        held = availability.for_resources(page.items)
         items = selectors.records_for(page.items)
         for resource, item in zip(page.items, items, strict=True):
-            item["availability"] = availability.public(held.get(resource.pk))
+            item["availability"] = availability.public(selectors.held_availability(resource))
         return json_response(request, envelope(items, next_url(request, page.next_cursor)))
 
     @extend_schema(operation_id="resource_create", summary="Register a resource (mints its UCRI)",
