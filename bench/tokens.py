@@ -86,7 +86,7 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 BARE_TABLES = {"replay": "identity_seenjti", "handoff": "scheduling_handoff", "audit": "core_auditentry",
                "counter": "core_counter"}
 LEEWAY = 60
-REDIS_DB_DEFAULT = 11
+REDIS_DB_DEFAULT = 15  # tests/flows use 0, 6, 9 and 11-14 as Celery brokers
 
 SETUP = """
 import json
@@ -685,7 +685,10 @@ def main() -> int:
             try:
                 import redis
 
-                redis.Redis.from_url(redis_url).flushdb()
+                client = redis.Redis.from_url(redis_url)
+                for pattern in ("*cir:jti:*", "bench:jti:*"):  # only this run's keys: never flush a shared db
+                    for key in client.scan_iter(match=pattern, count=1000):
+                        client.delete(key)
             except Exception:
                 pass
     return 1 if failures else 0
