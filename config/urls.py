@@ -11,6 +11,9 @@ handler404 = "core.problems.api_not_found"
 handler500 = "core.problems.api_server_error"
 
 urlpatterns = [
+    # First: resolution and discovery are the busiest routes, and Django tries patterns in order (no other
+    # pattern matches these paths; identity's and federation's api/v1/ routes are not among them).
+    path("api/v1/", include("registry.api.urls")),
     path("", include("registry.pages.urls")),
     path("federation-status", federation_pages.federation_status_page, name="federation-status"),
     path("i18n/", include("django.conf.urls.i18n")),
@@ -18,7 +21,6 @@ urlpatterns = [
     path("favicon.ico", lambda request: HttpResponsePermanentRedirect(static("cir/favicon.svg"))),
     path("", include("identity.urls")),
     path("", include("federation.urls")),
-    path("api/v1/", include("registry.api.urls")),
     path("api/v1/", include("scheduling.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

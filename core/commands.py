@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from . import requestid
 from .errors import ApplicationError
 
 
@@ -30,6 +31,10 @@ class OperatorCommand(BaseCommand):
         pass
 
     def handle(self, *args, **options) -> None:
+        with requestid.using():  # a fresh id: its log lines and the calls it makes to other nodes carry it
+            self._handle(**options)
+
+    def _handle(self, **options) -> None:
         self.as_json = options["json"]
         try:
             result = self.run(**options)

@@ -5,11 +5,13 @@ only make a pull fail, never corrupt what we hold."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 
 import requests
 
+from core import requestid
 from identity import crypto, keys, oauth
 from identity.models import Purpose
 
@@ -19,6 +21,7 @@ DEADLINE = 60  # seconds for a whole answer: a peer dripping one byte at a time 
 MAX_BYTES = {"entity-statement+jwt": 64 * 1024, "jwk-set+jwt": 64 * 1024, "change-page+jwt": 16 * 1024 * 1024,
              "json": 1024 * 1024, "statuslist+jwt": 1024 * 1024, "audit-checkpoint+jwt": 4 * 1024}
 USER_AGENT = "cir-federation/1"
+log = logging.getLogger(__name__)
 
 
 class PeerError(Exception):
@@ -40,24 +43,35 @@ class Answer:
 
 def _request(method: str, url: str, *, kind: str, **kwargs) -> Answer:
     cap = MAX_BYTES[kind]
-    headers = {"User-Agent": USER_AGENT, **kwargs.pop("headers", {})}
+    # The peer logs our request id with its access line: one id follows a pull across nodes.
+    headers = {"User-Agent": USER_AGENT, requestid.HEADER: requestid.ensure(), **kwargs.pop("headers", {})}
     started = time.monotonic()
+    status: int | str = "-"
     try:
         with requests.request(method, url, headers=headers, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), stream=True,
                               allow_redirects=False, **kwargs) as response:
+            status = response.status_code
             body = bytearray()
             for chunk in response.iter_content(64 * 1024):
                 body.extend(chunk)
                 if len(body) > cap:
+                    status = "oversized"
                     raise PeerError("oversized", f"{url} sent more than {cap} bytes")
                 if time.monotonic() - started > DEADLINE:
+                    status = "timeout"
                     raise PeerError("timeout", f"{url} took longer than {DEADLINE} s")
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
             return Answer(response.status_code, content_type, bytes(body))
     except requests.Timeout as exc:
+        status = "timeout"
         raise PeerError("timeout", f"{url} timed out") from exc
     except requests.RequestException as exc:
+        status = "unreachable"
         raise PeerError("unreachable", f"{url}: {exc.__class__.__name__}") from exc
+    finally:
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        log.info("%s %s -> %s %.1f ms", method, url, status, duration_ms,
+                 extra={"method": method, "url": url, "status": status, "duration_ms": duration_ms})
 
 
 def _expect_jwt(answer: Answer, url: str, media: str) -> str:

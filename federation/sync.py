@@ -9,6 +9,7 @@ nothing but the peer's error state and a violation entry.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 import re
@@ -254,7 +255,7 @@ class _Ahead:
                  limit: int) -> None:
         self.view, self.after, self.limit = view, after, limit
         self.future: Future[tuple[str, dict[str, Any] | None, PageError | None]] = pool.submit(
-            self._fetch, endpoint, token)
+            contextvars.copy_context().run, self._fetch, endpoint, token)  # the thread keeps our request id
 
     def _fetch(self, endpoint: str, token: str) -> tuple[str, dict[str, Any] | None, PageError | None]:
         raw = clients.change_page(endpoint, token, after=self.after, limit=self.limit)

@@ -41,6 +41,13 @@ def _db_url(name: str) -> str:
     return f"postgres://postgres@127.0.0.1:5432/{name}"
 
 
+def _log_dir() -> Path:
+    """The test run's own log directory (config/testing.py scans it for secrets at the end)."""
+    logs = Path(os.environ.get("CIR_TEST_LOG_DIR") or ROOT / "test-output" / "logs")
+    logs.mkdir(parents=True, exist_ok=True)
+    return logs
+
+
 def _migration_digest() -> str:
     import hashlib
 
@@ -99,6 +106,8 @@ class Node:
         """Run a management command on this node; ``--json`` output is parsed."""
         result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
                                 text=True, timeout=timeout)
+        with (_log_dir() / f"cir-{self.name}-manage-{self.port}.log").open("a") as log:
+            log.write(result.stderr)  # commands log to stderr: kept with the run's logs (scanned for secrets)
         if check and result.returncode != 0:
             raise AssertionError(f"{self.name}: manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         if "--json" in args and result.returncode == 0:
@@ -109,7 +118,7 @@ class Node:
         return self.manage("shell", "-v0", "-c", code)
 
     def _spawn(self, command: list[str], label: str) -> subprocess.Popen:
-        log = Path(f"/tmp/cir-{self.name}-{label}-{self.port}.log")
+        log = _log_dir() / f"cir-{self.name}-{label}-{self.port}.log"
         self.logs.append(log)
         process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log.open("w"), stderr=subprocess.STDOUT,
                                    start_new_session=True)

@@ -6,6 +6,7 @@ from typing import Any
 from django.core.management.base import CommandError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from core import requestid
 from core.commands import OperatorCommand
 from federation import sync
 from federation.models import Peer
@@ -62,6 +63,7 @@ class Command(OperatorCommand):
 
         last_refresh = 0.0
         while True:
+            requestid.begin()  # each pass is its own unit of work in the logs
             if time.monotonic() - last_refresh > 600:  # no beat here: anchors and peers, every 10 min
                 last_refresh = time.monotonic()
                 chains.refresh_anchors()
