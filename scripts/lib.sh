@@ -80,3 +80,9 @@ ensure_chromium() {
     need_root_apt "x-cir-cjk-font:fonts-wqy-microhei"
   fi
 }
+
+ensure_promtool() {
+  # tests/monitoring checks docs/monitoring/alerts.yml with promtool, from Debian's prometheus package
+  # (the package's service is not started here; only the promtool binary is used).
+  need_root_apt promtool:prometheus
+}
