@@ -62,6 +62,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "core.requestid.RequestIdMiddleware",  # X-Request-ID on every response (probes and errors too), access log
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # core.middleware: Django's session, CSRF, auth and messages middleware, stepping aside on /api/v1/
@@ -204,13 +205,25 @@ CELERY_RESULT_BACKEND = None
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 
+# Logs (core/logs.py): one JSON object per line with the request id and the node, secrets redacted;
+# CIR_LOG_FORMAT=plain for a person at a terminal.
+CIR_LOG_FORMAT = (env_str("CIR_LOG_FORMAT", "json") or "json").strip().lower()
+if CIR_LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfigured("CIR_LOG_FORMAT must be json or plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact": {"()": "core.logs.RedactingFilter"}},
+    "formatters": {"json": {"()": "core.logs.JsonFormatter"}, "plain": {"()": "core.logs.PlainFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": CIR_LOG_FORMAT, "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": "INFO"},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Django's own handlers (a plain console copy under DEBUG, mail to ADMINS) would bypass the JSON
+        # format and the redaction: its records go to the root handler like every other.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.server": {"handlers": [], "level": "WARNING", "propagate": True},  # core.requestid logs access
+    },
 }
 
 # Client addresses for rate limits: the socket peer, or the proxy's X-Forwarded-For entry behind one.
