@@ -59,10 +59,12 @@ INSTALLED_APPS = [
     "identity",
     "federation",
     "scheduling",
+    "monitoring",
 ]
 
 MIDDLEWARE = [
     "core.requestid.RequestIdMiddleware",  # X-Request-ID on every response (probes and errors too), access log
+    "monitoring.middleware.MonitoringMiddleware",  # before the host check and HTTPS redirect: probes, request metrics
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # core.middleware: Django's session, CSRF, auth and messages middleware, stepping aside on /api/v1/
