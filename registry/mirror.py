@@ -85,12 +85,13 @@ def _clean(instance, exclude: list[str]) -> None:
 _EXACT_KEY = (str, int, bool, type(None))
 _REPR_KEY = (float, Decimal, dt.datetime, dt.date)
 _cleaned: dict[tuple, tuple[bool, Any]] = {}
-_CLEANED_MAX = 50_000
+_CLEANED_MAX = 50_000  # answers kept (then forgotten all at once): a few MB
+_LONGEST_KEPT = 256  # longer texts (names are unique anyway) are cleaned every time
 
 
 def _field_clean(field, raw: Any, instance) -> Any:
     kind = type(raw)
-    if kind in _EXACT_KEY:
+    if kind in _EXACT_KEY and not (kind is str and len(raw) > _LONGEST_KEPT):
         key = (field, kind, raw)
     elif kind in _REPR_KEY:
         key = (field, kind, repr(raw))

@@ -16,9 +16,9 @@ from registry import mirror
 from registry.models import Provider, Resource, Site
 
 EXCLUDE = ["provider", "site", "ucri", "province", "pue", "green_ratio", "endpoints"]
-ODD_VALUES = [None, "", " ", "x" * 201, "x" * 130, "ok\x00", "GPU", "TPU", "card", "node", "active", "retired",
-              0, -1, 1, 8, 2**31, 2**40, True, False, 0.0, -0.0, 1.5, -2.5, float("nan"), float("inf"), "12",
-              "1.5", "abc", Decimal("1.0"), Decimal("1.00000"), Decimal("-1"), Decimal("1234567890123.5"),
+ODD_VALUES = [None, "", " ", "x" * 201, "x" * 130, "y" * 300, "ok\x00", "GPU", "TPU", "card", "node", "active",
+              "retired", 0, -1, 1, 8, 2**31, 2**40, True, False, 0.0, -0.0, 1.5, -2.5, float("nan"), float("inf"),
+              "12", "1.5", "abc", Decimal("1.0"), Decimal("1.00000"), Decimal("-1"), Decimal("1234567890123.5"),
               Decimal("NaN"), dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
               dt.datetime(2026, 1, 2, 11, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=8))), [], {}, [1], "2026-01-02"]
 
