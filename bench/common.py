@@ -257,6 +257,7 @@ class Server:
     threads: int = 1
     ready_path: str = "/healthz"
     pythonpath: str | None = None
+    cwd: Path | str = ROOT  # another checkout's root serves that checkout's code (before/after comparisons)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     log_path: Path | None = None
@@ -274,7 +275,7 @@ class Server:
             command += ["--threads", str(self.threads)]
         if self.pythonpath:
             command += ["--pythonpath", self.pythonpath]
-        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=self.log_path.open("w"),
+        self.process = subprocess.Popen(command, cwd=self.cwd, env=self.env, stdout=self.log_path.open("w"),
                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -581,10 +582,11 @@ def _from_json(script: str, data: dict[str, Any]) -> list[dict[str, Any]]:
     if script == "federation_sync.py" and "sync_over_copy" in data:
         ratio = data["sync_over_copy"] or 0.0
         first = data["sync"][0]
+        rss = data.get("peak_rss_mb") or first["max_rss_mb"]
         return [{"benchmark": "federation_sync", "figure": first["rate"], "unit": "changes/s",
                  "baseline": data["copy"]["rate"], "baseline_label": "COPY of the same rows", "ratio": ratio,
-                 "target": ">= 0.20, peak RSS < 300 MB", "met": ratio >= 0.20 and first["max_rss_mb"] < 300,
-                 "extra": {"max_rss_mb": first["max_rss_mb"]}}]
+                 "target": ">= 0.20, peak RSS < 300 MB", "met": ratio >= 0.20 and rss < 300,
+                 "extra": {"peak_rss_mb": rss}}]
     return []
 
 

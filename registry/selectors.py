@@ -185,19 +185,21 @@ def _statement_cursor(connection):
     """A cursor for a fixed statement run on every request: on PostgreSQL (psycopg 3) it binds parameters
     on the server, so psycopg prepares the statement after ``prepare_threshold`` runs on a connection (the
     database setting's ``OPTIONS``) and PostgreSQL stops planning it each time; Django's cursors bind on
-    the client and never prepare. Otherwise, and when ``prepare_threshold`` is None, Django's own cursor."""
-    if connection.vendor != "postgresql" or connection.settings_dict["OPTIONS"].get("prepare_threshold") is None:
+    the client and never prepare. Otherwise, when ``prepare_threshold`` is None, and while queries are
+    logged (``DEBUG``, tests counting queries: a prepared run has no SQL text to log), Django's own cursor."""
+    if (connection.vendor != "postgresql" or connection.settings_dict["OPTIONS"].get("prepare_threshold") is None
+            or connection.queries_logged):
         return connection.cursor()
     from django.db.backends.postgresql.base import ServerBindingCursor
 
-    # What connection.cursor() does, with a server-binding psycopg cursor inside Django's wrapper (query
-    # logging, error translation and the health check behave as for any other query).
+    # What connection.cursor() does, with a server-binding psycopg cursor inside Django's wrapper (error
+    # translation, execute wrappers and the health check behave as for any other query).
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     connection.validate_thread_sharing()
     with connection.wrap_database_errors:
         raw = ServerBindingCursor(connection.connection)
-    return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
+    return connection.make_cursor(raw)
 
 
 def _found_records(ucris: Sequence[str]) -> dict[str, tuple[Resource, dict[str, Any]]]:
