@@ -8,6 +8,7 @@ import time
 import pytest
 
 from tests.support.nodes import create_node, eventually, join
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.federation
 
@@ -27,6 +28,16 @@ pull_subordinate.delay(Peer.objects.get(relation="subordinate").pk)
 """
 
 
+def cursor_of(node) -> int:
+    """The national node's cursor on its subordinate, read straight from its database: polling through
+    ``manage.py shell`` takes a second or two, longer than a fast sync of a few pages is under way."""
+    import psycopg
+
+    with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={node.database}") as conn:
+        row = conn.execute("SELECT cursor FROM federation_peer WHERE relation = 'subordinate'").fetchone()
+    return row[0] if row else -1
+
+
 def counts(node) -> tuple[int, int, int]:
     resources, cursor, dupes = (int(x) for x in node.shell(COUNTS).split()[-3:])
     return resources, cursor, dupes
@@ -39,12 +50,11 @@ def test_killed_worker_resumes_without_loss_or_duplicates():
         national.start_server()
         provincial.start_server()
         join(provincial, national, anchor=national, prefix="86.52")
-        demo = provincial.manage("cir_demo", "--seed", "5", "--resources", "3000", "--json")
+        demo = provincial.manage("cir_demo", "--seed", "5", "--resources", "6000", "--json")
         head = int(provincial.shell("from core import outbox; print(outbox.head())").split()[-1])
         worker = national.start_worker()
         national.shell(TRIGGER)
-        eventually(lambda: 0 < counts(national)[1] < head, timeout=120, what="the sync to be under way",
-                   nodes=[national])
+        wait_for(lambda: cursor_of(national) > 0, timeout=120, interval=0.02, what="the sync to be under way")
         national.kill(worker)
         interrupted_at = counts(national)[1]
         assert 0 < interrupted_at < head
