@@ -16,6 +16,7 @@ from django.db.models import DEFERRED, F, Q
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
 
+from core.indexes import NullsOrderedIndex
 from core.models import TimeStampedModel
 
 _ATTNAMES: dict[type, tuple[str, ...]] = {}
@@ -248,12 +249,12 @@ class Resource(LoadedWithoutInit, TimeStampedModel):
             models.Index(fields=["status", "updated_at", "ucri"], name="res_updated"),
             # The other discovery orders (CONTRACT §4), each as the keyset pagination sorts it.
             models.Index(fields=["status", "pue", "ucri"], name="res_pue"),
-            models.Index(F("status"), F("green_ratio").desc(nulls_last=True), F("ucri"), name="res_green"),
-            models.Index(F("status"), F("fp16_tflops").desc(nulls_last=True), F("ucri"), name="res_fp16"),
+            NullsOrderedIndex(F("status"), F("green_ratio").desc(nulls_last=True), F("ucri"), name="res_green"),
+            NullsOrderedIndex(F("status"), F("fp16_tflops").desc(nulls_last=True), F("ucri"), name="res_fp16"),
             # The greenest in a province (bench/discovery.py): without it, PostgreSQL walks res_green
             # past every other province's resources (0.2-0.5 s at 1M).
-            models.Index(F("province"), F("status"), F("green_ratio").desc(nulls_last=True), F("ucri"),
-                         name="res_province_green"),
+            NullsOrderedIndex(F("province"), F("status"), F("green_ratio").desc(nulls_last=True), F("ucri"),
+                              name="res_province_green"),
             # The foreign key's own index serves ``site``, and on PostgreSQL the unique ``ucri`` has a
             # varchar_pattern_ops twin for LIKE 'prefix%' (the ``prefix`` filter).
         ]
