@@ -58,13 +58,13 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgr
 
 import psycopg  # noqa: E402
 import requests  # noqa: E402
+from common import dsn, process_group_cpu  # noqa: E402  (bench/common.py)
 
 from identity import crypto  # noqa: E402  (pure: no settings, no database)
 from registry.reporter import Reporter  # noqa: E402
 from tests.support.nodes import Node, create_node  # noqa: E402
 from tests.support.processes import wait_for  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 UTC = dt.UTC
 
 
@@ -85,24 +85,8 @@ def valid_uscc(n: int) -> str:
     return body + uscc.calc_check_digit(body)
 
 
-def dsn(node: Node) -> str:
-    return f"host=127.0.0.1 port=5432 user=postgres dbname={node.database}"
 
 
-def process_group_cpu(pgid: int) -> float:
-    """User+system CPU seconds of the live processes in a process group (a gunicorn master and workers)."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        rest = raw[raw.rindex(")") + 2:].split()
-        if int(rest[2]) == pgid:  # field 5: pgrp; fields 14, 15: utime, stime
-            total += int(rest[11]) + int(rest[12])
-    return total / CLK_TCK
 
 
 def own_cpu() -> float:
@@ -327,7 +311,7 @@ def baseline_load(node: Node, sql: str, work_items: list[list[list[int]]], autho
     statements = {len(b): sql.format(values=", ".join(["(%s, %s, %s, %s, %s, %s, %s, TRUE)"] * len(b)))
                   for batches in work_items for b in batches}
     # Client-side binding, as Django's default psycopg 3 cursor (the service's _upsert) does.
-    connections = [psycopg.connect(dsn(node), cursor_factory=psycopg.ClientCursor) for _ in range(clients)]
+    connections = [psycopg.connect(dsn(node.database), cursor_factory=psycopg.ClientCursor) for _ in range(clients)]
     valid = dt.timedelta(seconds=60)
 
     def work(index: int, deadline: float, load: Load, lock: threading.Lock) -> None:
@@ -423,7 +407,7 @@ def feed_phase(node: Node, prefix: str, key: Any, ucris: list[str], clock: Clock
                     state["errors"].append(f"{answer.status_code} {answer.text[:200]}")
 
     pulls: list[Pull] = []
-    with psycopg.connect(dsn(node), autocommit=True) as conn:
+    with psycopg.connect(dsn(node.database), autocommit=True) as conn:
         head = conn.execute("SELECT coalesce(max(seq), 0) FROM core_outboxentry").fetchone()[0]
         posted_at_last = 0
 
@@ -517,7 +501,7 @@ def main() -> int:
                                 "--code", "AVB", "--json")
         prefix, key = onboarded["prefix"], crypto.load_private_jwk(onboarded["private_jwk"])
         node.shell(SETUP_SCRIPT.format(prefix=prefix, count=total))
-        with psycopg.connect(dsn(node), autocommit=True) as conn:
+        with psycopg.connect(dsn(node.database), autocommit=True) as conn:
             rows = conn.execute(
                 "SELECT r.id, r.ucri, p.authority FROM registry_resource r JOIN registry_provider p"
                 " ON p.id = r.provider_id WHERE p.prefix = %s AND r.source = 'local' ORDER BY r.id",

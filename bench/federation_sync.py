@@ -46,18 +46,13 @@ os.environ.setdefault("DEBUG", "1")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 
 import psycopg  # noqa: E402
+from common import dsn, process_group_cpu  # noqa: E402  (bench/common.py)
 
 from tests.support.nodes import ADMIN_DSN, Node, create_node, ensure_template, join  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def dsn(node: Node) -> str:
-    return f"host=127.0.0.1 port=5432 user=postgres dbname={node.database}"
-
 
 def scalar(node: Node, sql: str, params: tuple = ()) -> Any:
-    with psycopg.connect(dsn(node), autocommit=True) as conn:
+    with psycopg.connect(dsn(node.database), autocommit=True) as conn:
         return conn.execute(sql, params).fetchone()[0]
 
 
@@ -114,20 +109,6 @@ def _parse_gnu_time(text: str) -> tuple[int | None, float | None, float | None]:
     return (int(rss) if rss else None, float(user) if user else None, float(system) if system else None)
 
 
-def process_group_cpu(pgid: int) -> float:
-    """User+system CPU seconds of the live processes in a process group (a gunicorn master and workers)."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        rest = raw[raw.rindex(")") + 2:].split()
-        if int(rest[2]) == pgid:  # field 5: pgrp; fields 14, 15: utime, stime
-            total += int(rest[11]) + int(rest[12])
-    return total / CLK_TCK
 
 
 STAT_SQL = """
@@ -144,7 +125,7 @@ STAT_NAMES = ("transactions", "tup_inserted", "tup_updated", "tup_deleted", "tup
 def db_stats(node: Node) -> dict[str, int]:
     # Backends flush their counters when they go idle (at most ~1 s later on PostgreSQL 15).
     time.sleep(1.2)
-    with psycopg.connect(dsn(node), autocommit=True) as conn:
+    with psycopg.connect(dsn(node.database), autocommit=True) as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         row = conn.execute(STAT_SQL).fetchone()
     return dict(zip(STAT_NAMES, (int(v) for v in row), strict=True))
@@ -161,7 +142,7 @@ class HeadSampler(threading.Thread):
         self.start_time = time.perf_counter()
 
     def run(self) -> None:
-        with psycopg.connect(dsn(self.node), autocommit=True) as conn:
+        with psycopg.connect(dsn(self.node.database), autocommit=True) as conn:
             while not self.done.wait(self.interval):
                 head = conn.execute("SELECT last FROM core_counter WHERE name = 'outbox'").fetchone()
                 self.samples.append((time.perf_counter() - self.start_time, head[0] if head else 0))
@@ -243,7 +224,7 @@ def copy_baseline(source: Node, target: Node) -> dict[str, tuple[int, float]]:
     These are the rows the sync writes: one catalog row and one relay outbox row per change. The
     copies are dropped afterwards."""
     timings: dict[str, tuple[int, float]] = {}
-    with psycopg.connect(dsn(source)) as src, psycopg.connect(dsn(target)) as dst:
+    with psycopg.connect(dsn(source.database)) as src, psycopg.connect(dsn(target.database)) as dst:
         for table in BASELINE_TABLES:
             dst.execute(f"DROP TABLE IF EXISTS bench_copy_{table}")
             dst.execute(f"CREATE TABLE bench_copy_{table} (LIKE {table} INCLUDING ALL)")
@@ -454,7 +435,7 @@ def main() -> int:
 
         feed_head = scalar(provincial, "SELECT last FROM core_counter WHERE name = 'outbox'") or 0
         feed_entries = scalar(provincial, "SELECT count(*) FROM core_outboxentry")
-        with psycopg.connect(dsn(provincial), autocommit=True) as conn:
+        with psycopg.connect(dsn(provincial.database), autocommit=True) as conn:
             feed_by_type = dict(conn.execute(
                 "SELECT type, count(*) FROM core_outboxentry GROUP BY type ORDER BY type").fetchall())
         provincial_resources = scalar(provincial, "SELECT count(*) FROM registry_resource")
