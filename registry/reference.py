@@ -10,8 +10,17 @@ from pathlib import Path
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 
 
+class _Named:
+    name_en: str
+    name_zh: str
+
+    def name(self, chinese: bool) -> str:
+        """The name in the reader's language: Chinese for ``zh-*`` pages, English otherwise."""
+        return self.name_zh if chinese else self.name_en
+
+
 @dataclass(frozen=True)
-class Province:
+class Province(_Named):
     code: str
     name_en: str
     name_zh: str
@@ -19,7 +28,7 @@ class Province:
 
 
 @dataclass(frozen=True)
-class Hub:
+class Hub(_Named):
     code: str
     name_en: str
     name_zh: str

@@ -13,11 +13,11 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
 from registry import indicators, reference
 from registry.indicators import PUE_EDGES, RATIO_EDGES, Indicators, Price, Scale
+from registry.pages import labels
 
 KIND_LABELS = {"general": _("General compute"), "intelligent": _("Intelligent compute"),
                "super": _("Supercomputing")}
@@ -40,7 +40,7 @@ TFLOPS_PER_PFLOPS = 1e3
 
 def dashboard_page(request: HttpRequest) -> HttpResponse:
     data = indicators.current()
-    chinese = (get_language() or "").lower().startswith("zh")
+    chinese = labels.is_chinese()
     return render(request, "registry/dashboard.html", build_context(data, chinese=chinese))
 
 
@@ -62,16 +62,12 @@ def _hub_name(code: str | None, chinese: bool) -> str:
     if code is None:
         return str(_("Outside the hubs"))
     hub = reference.hubs().get(code)
-    if hub is None:
-        return code
-    return hub.name_zh if chinese else hub.name_en
+    return hub.name(chinese) if hub else code
 
 
 def _province_name(code: str, chinese: bool) -> str:
     province = reference.provinces().get(code)
-    if province is None:
-        return code
-    return province.name_zh if chinese else province.name_en
+    return province.name(chinese) if province else code
 
 
 def _ranked(areas: Iterable[tuple[str | None, str, Scale, dict[str, Any]]]) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from django.http import HttpRequest, HttpResponse, QueryDict, StreamingHttpRespo
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.translation import get_language, ngettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext, pgettext_lazy
 from django.views.decorators.cache import never_cache
 
 from core.errors import ApplicationError
@@ -25,7 +25,9 @@ from core.pagination import paginate, parse_limit
 
 from .. import availability, error_codes, exports, filters, reference, selectors
 from ..models import Resource, Source
+from . import labels
 from .context import can_explore
+from .labels import STATUS_LABELS
 
 TEMPLATE = "registry/explorer.html"
 # Shown above the validator's own (English, technical) message, so the reader knows what to fix.
@@ -43,8 +45,6 @@ ORDER_LABELS = {
 }
 UNIT_LABELS = {Resource.PriceUnit.CARD: _("card"), Resource.PriceUnit.CORE: _("core"),
                Resource.PriceUnit.NODE: _("node")}
-STATUS_LABELS = {Resource.Status.ACTIVE: _("Active"), Resource.Status.SUSPENDED: _("Suspended"),
-                 Resource.Status.RETIRED: _("Retired")}
 SOURCE_LABELS = {Source.LOCAL: _("This node"), Source.MIRROR: _("Mirrored")}
 YES = pgettext_lazy("filter choice", "Yes")
 
@@ -88,24 +88,20 @@ def given_parameters(query: Mapping) -> QueryDict:
     return kept
 
 
-def _chinese() -> bool:
-    return (get_language() or "").lower().startswith("zh")
-
-
 def hub_name(code: str | None) -> str:
     hub = reference.hubs().get(code or "")
-    return (hub.name_zh if _chinese() else hub.name_en) if hub else ""
+    return hub.name(labels.is_chinese()) if hub else ""
 
 
 def province_name(code: str) -> str:
     province = reference.provinces().get(code)
-    return (province.name_zh if _chinese() else province.name_en) if province else code
+    return province.name(labels.is_chinese()) if province else code
 
 
 def filter_fields(values: Mapping[str, str]) -> list[Field]:
-    chinese = _chinese()
-    hubs = [(h.code, f"{h.name_zh if chinese else h.name_en} ({h.code})") for h in reference.hubs().values()]
-    provinces = [(p.code, f"{p.name_zh if chinese else p.name_en} ({p.code})")
+    chinese = labels.is_chinese()
+    hubs = [(h.code, f"{h.name(chinese)} ({h.code})") for h in reference.hubs().values()]
+    provinces = [(p.code, f"{p.name(chinese)} ({p.code})")
                  for p in sorted(reference.provinces().values(), key=lambda p: p.code)]
     fields = [
         Field("kind", _("Kind"), "select", list(KIND_LABELS.items()), blank=_("Any kind")),

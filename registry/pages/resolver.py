@@ -16,18 +16,18 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import formats, timezone
 from django.utils.dateparse import parse_datetime
-from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 from rest_framework.request import Request
 
 from core.throttling import ResolveRateThrottle
 from registry import error_codes, history, identifiers, records, reference, selectors, suggestions
 from registry.models import Platform, Provider, Resource, Source
+from registry.pages import labels
+from registry.pages.labels import STATUS_LABELS
 
 SAMPLE_COUNT = 10
 
 # Labels for the record's enumerations, translated (the record itself keeps the contract's codes).
-STATUS_LABELS = {"active": _("Active"), "suspended": _("Suspended"), "retired": _("Retired")}
 PROVIDER_STATUS_LABELS = {"active": _("Active"), "suspended": _("Suspended"), "revoked": _("Revoked")}
 CREDENTIAL_LABELS = {"valid": _("Valid"), "suspended": _("Suspended"), "revoked": _("Revoked"),
                      "expired": _("Expired")}
@@ -195,15 +195,15 @@ def _provider(brief: dict[str, Any], provider: Provider | None) -> dict[str, Any
 
 
 def _site(site: dict[str, Any]) -> dict[str, Any]:
-    chinese = (get_language() or "").lower().startswith("zh")
+    chinese = labels.is_chinese()
     province = reference.provinces().get(site.get("province") or "")
     hub = reference.hubs().get(site.get("hub") or "")
     return {
         "name": site["name"],
         "province": site.get("province"),
-        "province_name": (province.name_zh if chinese else province.name_en) if province else None,
+        "province_name": province.name(chinese) if province else None,
         "hub": site.get("hub"),
-        "hub_name": (hub.name_zh if chinese else hub.name_en) if hub else None,
+        "hub_name": hub.name(chinese) if hub else None,
         "pue": site.get("pue"),
         "pue_target": reference.pue_target(site.get("hub")),
         "wue": site.get("wue"),
